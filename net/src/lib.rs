@@ -1,0 +1,1 @@
+//! `ringraft-net`: the peer transport of ringraft.
