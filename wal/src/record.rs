@@ -31,7 +31,7 @@ pub const RECORD_MAGIC: u16 = 0x5252;
 /// record must fit well inside any ring).
 pub const PAYLOAD_BYTES_MAX: usize = 64 << 20;
 
-const _: () = assert!(HEADER_BYTES % RECORD_ALIGN_BYTES == 0);
+const _: () = assert!(HEADER_BYTES.is_multiple_of(RECORD_ALIGN_BYTES));
 const _: () = assert!(PAYLOAD_BYTES_MAX <= u32::MAX as usize);
 
 /// What a record holds.
@@ -182,7 +182,7 @@ pub fn encode_entry(dst: &mut [u8], id: IoId, payload: &[u8]) -> usize {
 /// multiple of 8 and at least [`HEADER_BYTES`]); the filler bytes are left
 /// as they are, since the CRC of padding covers only its header.
 pub fn encode_padding(dst: &mut [u8]) -> usize {
-    assert!(dst.len() >= HEADER_BYTES && dst.len() % RECORD_ALIGN_BYTES == 0);
+    assert!(dst.len() >= HEADER_BYTES && dst.len().is_multiple_of(RECORD_ALIGN_BYTES));
     // The alignment tail is empty because dst.len() is aligned; seal would
     // zero nothing past the payload.
     seal(
