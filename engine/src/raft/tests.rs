@@ -1,0 +1,1 @@
+//! Unit tests of the node's rules.
