@@ -80,7 +80,7 @@ impl SimConfig {
         let mut rng = SplitMix64::new(seed ^ 0x005E_ED0F_C0F1);
         let nodes = if rng.range(0, 2) == 0 { 3 } else { 5 };
         let mut raft = Config::new(1, &[1]);
-        raft.election_timeout_ticks = 10;
+        raft.election_timeout_ticks = rng.range(10, 31);
         raft.heartbeat_interval_ticks = rng.range(1, 4);
         raft.pre_vote = rng.range(0, 4) != 0;
         raft.check_quorum = rng.range(0, 4) != 0;
@@ -95,12 +95,13 @@ impl SimConfig {
         SimConfig {
             nodes,
             fault_ticks: 500,
-            liveness_ticks_max: 300,
+            liveness_ticks_max: 30 * raft.election_timeout_ticks,
             drop_per_mille: rng.range(0, 150),
             duplicate_per_mille: rng.range(0, 50),
             delay_ticks_max: rng.range(1, 4),
-            disk_ticks_max: rng.range(0, 4),
-            crash_per_mille: rng.range(0, 15),
+            // A disk as slow as an election timeout would stall elections.
+            disk_ticks_max: rng.range(0, raft.election_timeout_ticks / 2),
+            crash_per_mille: rng.range(0, 40),
             partition_per_mille: rng.range(0, 20),
             proposals_per_tick_max: rng.range(1, 3),
             compact_entries: rng.range(1, raft.log_entries_max as u64 / 4),
@@ -382,7 +383,7 @@ impl Sim {
                 _ => {}
             }
             if marker.is_none() {
-                marker = self.propose_once();
+                marker = self.propose_once()?;
             }
         }
         self.stats.ticks = self.now;
@@ -421,7 +422,7 @@ impl Sim {
         if faults {
             let proposals = self.rng.range(0, self.cfg.proposals_per_tick_max + 1);
             for _ in 0..proposals {
-                self.propose_once();
+                self.propose_once()?;
             }
             if self.rng.range(0, 10) == 0 {
                 self.read_once(faults)?;
@@ -479,7 +480,11 @@ impl Sim {
             }
         }
         if self.rng.range(0, 1000) < self.cfg.crash_per_mille {
-            let victim = self.rng.range(0, n as u64) as usize;
+            // Leaders are the interesting victims: half the crashes hit one.
+            let victim = match self.leader() {
+                Some(leader) if self.rng.range(0, 2) == 0 => leader,
+                _ => self.rng.range(0, n as u64) as usize,
+            };
             if self.nodes[victim].raft.is_some() {
                 self.crash(victim);
             }
@@ -817,15 +822,29 @@ impl Sim {
         best.map(|b| b.1)
     }
 
-    fn propose_once(&mut self) -> Option<IoId> {
-        let i = self.leader()?;
+    /// Proposes at the newest leader, or (one time in four) at any node
+    /// that believes it leads: stale leaders write entries that must be
+    /// truncated later, the paths where Raft is easiest to get wrong.
+    fn propose_once(&mut self) -> Result<Option<IoId>, Violation> {
+        let target = if self.rng.range(0, 4) == 0 {
+            Some(self.rng.range(0, self.nodes.len() as u64) as usize)
+        } else {
+            self.leader()
+        };
+        let Some(i) = target else {
+            return Ok(None);
+        };
         let len = self.rng.range(0, 120) as usize;
-        let raft = self.nodes[i].raft.as_mut().expect("live");
-        let id = raft.propose(len).ok()?;
+        let Some(raft) = self.nodes[i].raft.as_mut() else {
+            return Ok(None);
+        };
+        let Ok(id) = raft.propose(len) else {
+            return Ok(None);
+        };
         let payload = self.next_payload;
         self.next_payload += 1;
-        self.leader_write(i, id, payload, len).ok()?;
-        Some(id)
+        self.leader_write(i, id, payload, len)?;
+        Ok(Some(id))
     }
 
     fn read_once(&mut self, faults: bool) -> Result<(), Violation> {
