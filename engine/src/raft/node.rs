@@ -265,7 +265,8 @@ impl<R: RaftRng> RaftNode<R> {
             election_elapsed_ticks: 0,
             heartbeat_elapsed_ticks: 0,
             randomized_timeout_ticks: 0,
-            restart_guard: cfg.check_quorum,
+            // A node that never had a term never acknowledged a leader.
+            restart_guard: cfg.check_quorum && recovered.hard_state.term > 0,
             transfer_target: None,
             outbox: Outbox::new(voters, cfg.inflight_msgs_max + 2),
             appends_dirty: false,
@@ -474,11 +475,10 @@ impl<R: RaftRng> RaftNode<R> {
             self.heartbeat_elapsed_ticks = 0;
             self.broadcast_heartbeat();
             for peer in self.peers() {
-                let pr = &mut self.progress[peer];
-                match pr.state {
-                    ProgressState::Probe => pr.probe_sent = false,
-                    ProgressState::Snapshot => self.send_snapshot_chunk(peer),
-                    ProgressState::Replicate => {}
+                self.progress[peer].on_heartbeat_interval();
+                if self.progress[peer].state == ProgressState::Snapshot {
+                    // Resend from the last acknowledged offset (resumable).
+                    self.send_snapshot_chunk(peer);
                 }
             }
             self.appends_dirty = true;
@@ -929,28 +929,14 @@ impl<R: RaftRng> RaftNode<R> {
             } else {
                 0
             };
-            if self.progress[peer].maybe_decrease_to(index, probe_from) {
-                if self.progress[peer].state == ProgressState::Replicate {
-                    self.progress[peer].become_probe();
-                }
+            if self.progress[peer].on_reject(index, probe_from) {
                 self.outbox.clear_appends(peer);
                 self.maybe_send_append(peer, true);
             }
             return;
         }
-        if !self.progress[peer].maybe_update(index) {
+        if !self.progress[peer].on_ack(index) {
             return;
-        }
-        let pr = &mut self.progress[peer];
-        match pr.state {
-            ProgressState::Probe => pr.become_replicate(),
-            ProgressState::Snapshot => {
-                if pr.matched >= pr.pending_snapshot {
-                    pr.become_probe();
-                    pr.become_replicate();
-                }
-            }
-            ProgressState::Replicate => pr.inflights.free_le(index),
         }
         self.maybe_commit();
         self.maybe_send_timeout_now(peer);
@@ -1060,9 +1046,8 @@ impl<R: RaftRng> RaftNode<R> {
             return;
         }
         if let Some(slot) = self.slot(peer).filter(|s| *s != self.me)
-            && self.progress[slot].state == ProgressState::Snapshot
+            && self.progress[slot].on_snapshot_failed()
         {
-            self.progress[slot].become_probe();
             self.appends_dirty = true;
         }
     }
@@ -1080,8 +1065,7 @@ impl<R: RaftRng> RaftNode<R> {
             return;
         }
         if done {
-            pr.matched = pr.matched.max(snapshot.index);
-            pr.become_probe();
+            pr.on_snapshot_done(snapshot.index);
             self.appends_dirty = true;
             self.maybe_commit();
         } else if next_offset != self.snapshot_acked[peer] {
@@ -1347,11 +1331,7 @@ impl<R: RaftRng> RaftNode<R> {
             return;
         }
         let pr = &mut self.progress[peer];
-        pr.recent_active = true;
-        pr.probe_sent = false;
-        if pr.state == ProgressState::Replicate && pr.inflights.full() {
-            pr.inflights.free_first_one();
-        }
+        pr.on_heartbeat_response();
         let behind = pr.matched < self.log.last_index() || lagging;
         if behind {
             self.maybe_send_append(peer, true);

@@ -8,8 +8,9 @@
 //! +->     probe           |<-------------------------+    snapshot      |
 //! |  | one append per      | 1. snapshot done:        | no appends       |
 //! |  | heartbeat interval  |    next = snapshot + 1   +------------------+
-//! |  +---------+----------+ 2. snapshot failed
-//! |            |            3. ack with index >= pending snapshot
+//! |  +---------+----------+ 2. snapshot failed: next = match + 1
+//! |            |            3. ack with index >= pending snapshot:
+//! |            |               match = index, next = match + 1
 //! | reject:    | ack with index > match: match = index, next = match + 1
 //! | next =     v
 //! | match + 1 +---------------------------------------------+
@@ -126,6 +127,81 @@ impl Progress {
         self.next = rejected.min(hint + 1).max(self.matched + 1);
         self.probe_sent = false;
         true
+    }
+
+    /// The follower acknowledged `index` (accepted an append up to it).
+    /// Returns false if the acknowledgement says nothing new.
+    ///
+    /// probe → replicate; snapshot → probe once the follower is past the
+    /// snapshot; replicate frees the window up to `index`.
+    pub fn on_ack(&mut self, index: u64) -> bool {
+        if !self.maybe_update(index) {
+            return false;
+        }
+        match self.state {
+            ProgressState::Probe => self.become_replicate(),
+            ProgressState::Snapshot => {
+                if self.matched >= self.pending_snapshot {
+                    self.become_probe();
+                }
+            }
+            ProgressState::Replicate => self.inflights.free_le(index),
+        }
+        true
+    }
+
+    /// The follower rejected an append after `rejected`; `hint` is the
+    /// highest index that may still match. replicate → probe with
+    /// `next = match + 1`; in probe, `next` jumps back to the hint. Returns
+    /// false for a stale rejection (and always in `snapshot`).
+    pub fn on_reject(&mut self, rejected: u64, hint: u64) -> bool {
+        if self.state == ProgressState::Snapshot || !self.maybe_decrease_to(rejected, hint) {
+            return false;
+        }
+        if self.state == ProgressState::Replicate {
+            self.become_probe();
+        }
+        true
+    }
+
+    /// The snapshot ending at `snapshot_index` is installed on the follower:
+    /// snapshot → probe with `next = snapshot + 1`.
+    pub fn on_snapshot_done(&mut self, snapshot_index: u64) -> bool {
+        if self.state != ProgressState::Snapshot || snapshot_index != self.pending_snapshot {
+            return false;
+        }
+        self.matched = self.matched.max(snapshot_index);
+        self.become_probe();
+        true
+    }
+
+    /// Sending the snapshot failed: snapshot → probe, `match` unchanged,
+    /// `next = match + 1`.
+    pub fn on_snapshot_failed(&mut self) -> bool {
+        if self.state != ProgressState::Snapshot {
+            return false;
+        }
+        self.pending_snapshot = 0;
+        self.become_probe();
+        true
+    }
+
+    /// A heartbeat interval passed: a follower in probe may get one more append.
+    pub fn on_heartbeat_interval(&mut self) {
+        if self.state == ProgressState::Probe {
+            self.probe_sent = false;
+        }
+    }
+
+    /// The follower answered a heartbeat: it is alive. Unpauses a probe, and
+    /// frees one slot of a full window (an append was probably lost; the
+    /// next one will be rejected and trigger probing).
+    pub fn on_heartbeat_response(&mut self) {
+        self.recent_active = true;
+        self.probe_sent = false;
+        if self.state == ProgressState::Replicate && self.inflights.full() {
+            self.inflights.free_first_one();
+        }
     }
 
     /// True when no append may be sent now.
