@@ -43,4 +43,5 @@ pub use node::{
 };
 pub use progress::{Progress, ProgressState};
 pub use read_index::{ReadError, ReadState};
+pub use ringraft_wal::{IoId, Watermark};
 pub use rng::{RaftRng, SplitMix64};
