@@ -138,7 +138,8 @@ pub enum AppendOutcome {
         truncate_after: Option<u64>,
         /// First received entry to write.
         first: u64,
-        /// Last received entry to write (entries past it did not fit).
+        /// Last received entry to write (entries past it did not fit;
+        /// `first - 1` if none did).
         last: u64,
         /// Id of this write.
         io_id: IoId,
@@ -813,7 +814,9 @@ impl<R: RaftRng> RaftNode<R> {
         }
         self.confirmed_index = self.confirmed_index.max(index);
         match first_written {
-            Some(first) if index >= first => {
+            // `index < first` when the first entry to write did not fit: the
+            // write is then only the truncation.
+            Some(first) => {
                 let io_id = IoId::new(append.term, index);
                 self.log.accept(io_id);
                 AppendOutcome::Write {
@@ -821,17 +824,6 @@ impl<R: RaftRng> RaftNode<R> {
                     first,
                     last: index,
                     io_id,
-                }
-            }
-            Some(first) => {
-                // Truncated but nothing fit: still a write (the truncation).
-                let io_id = IoId::new(append.term, first - 1);
-                self.log.accept(io_id.max(self.log.accepted()));
-                AppendOutcome::Write {
-                    truncate_after,
-                    first,
-                    last: first - 1,
-                    io_id: self.log.accepted(),
                 }
             }
             None => AppendOutcome::Nothing,

@@ -915,3 +915,45 @@ fn the_outbox_stays_bounded_however_much_is_proposed() {
         );
     }
 }
+
+#[test]
+fn a_follower_out_of_metadata_room_accepts_the_prefix_that_fits() {
+    let mut f = node(config(2, 3, |c| {
+        c.log_entries_max = 3;
+        c.uncommitted_entries_max = 2;
+    }));
+    let append = Append {
+        from: 1,
+        to: 2,
+        term: 1,
+        prev: IoId::ZERO,
+        last: 5,
+        commit: 5,
+        bytes: 200,
+    };
+    let outcome = f.step_append(&append, [EntryMeta { term: 1, bytes: 40 }; 5]);
+    let io_id = IoId::new(1, 3);
+    assert_eq!(
+        outcome,
+        AppendOutcome::Write {
+            truncate_after: None,
+            first: 1,
+            last: 3,
+            io_id
+        }
+    );
+    assert_eq!(f.committed_index(), 3, "commit capped at what matched");
+    f.flushed(io_id);
+    let acks = controls(&mut f);
+    assert!(matches!(
+        acks.last(),
+        Some(Message {
+            body: Body::AppendResponse {
+                reject: false,
+                index: 3,
+                ..
+            },
+            ..
+        })
+    ));
+}
