@@ -47,6 +47,7 @@ fn simulated_clusters_keep_every_invariant() {
                 total.crashes += stats.crashes;
                 total.snapshots_installed += stats.snapshots_installed;
                 total.reads += stats.reads;
+                total.transfers += stats.transfers;
                 total.recovery_ticks = total.recovery_ticks.max(stats.recovery_ticks);
             }
             Ok(Err(violation)) => {

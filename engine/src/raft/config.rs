@@ -48,6 +48,8 @@ pub struct Config {
     pub term_runs_max: usize,
     /// ReadIndex requests waiting for confirmation or for the caller to take them.
     pub reads_max: usize,
+    /// Tasks that may await the `committed` and `applied` watermarks (each).
+    pub watermark_waiters_max: usize,
 }
 
 /// A configuration the core refuses.
@@ -98,6 +100,7 @@ impl Config {
             uncommitted_entries_max: 1 << 15,
             term_runs_max: 1024,
             reads_max: 64,
+            watermark_waiters_max: 4,
         }
     }
 
@@ -128,7 +131,7 @@ impl Config {
         if self.uncommitted_entries_max >= self.log_entries_max {
             return Err(ConfigError::UncommittedNotBelowLog);
         }
-        let bounds: [(&'static str, u64); 7] = [
+        let bounds: [(&'static str, u64); 8] = [
             ("inflight_msgs_max", self.inflight_msgs_max as u64),
             ("inflight_bytes_max", self.inflight_bytes_max),
             ("msg_bytes_max", self.msg_bytes_max),
@@ -139,6 +142,7 @@ impl Config {
             ),
             ("term_runs_max", self.term_runs_max as u64),
             ("reads_max", self.reads_max as u64),
+            ("watermark_waiters_max", self.watermark_waiters_max as u64),
         ];
         for (name, value) in bounds {
             if value == 0 {

@@ -37,8 +37,9 @@ use super::rng::RaftRng;
 /// Heartbeat rounds whose send tick is remembered for the lease.
 const LEASE_ROUNDS_MAX: usize = 64;
 
-/// Waiter slots of the `committed` and `applied` watermarks.
-pub const WATERMARK_WAITERS_MAX: usize = 4;
+/// Unsent appends a peer's ring holds beyond the replicate window: the
+/// newest probe and one empty append nudging a lagging follower.
+const APPENDS_BEYOND_WINDOW: usize = 2;
 
 /// What a node must persist before messages depending on it are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -258,8 +259,8 @@ impl<R: RaftRng> RaftNode<R> {
             leader: None,
             log,
             committed_index: snap.index,
-            committed: Arc::new(Watermark::new("committed", snap, WATERMARK_WAITERS_MAX)),
-            applied: Arc::new(Watermark::new("applied", snap, WATERMARK_WAITERS_MAX)),
+            committed: Arc::new(Watermark::new("committed", snap, cfg.watermark_waiters_max)),
+            applied: Arc::new(Watermark::new("applied", snap, cfg.watermark_waiters_max)),
             progress,
             votes: [None; VOTERS_MAX],
             now_ticks: 0,
@@ -269,7 +270,7 @@ impl<R: RaftRng> RaftNode<R> {
             // A node that never had a term never acknowledged a leader.
             restart_guard: cfg.check_quorum && recovered.hard_state.term > 0,
             transfer_target: None,
-            outbox: Outbox::new(voters, cfg.inflight_msgs_max + 2),
+            outbox: Outbox::new(voters, cfg.inflight_msgs_max + APPENDS_BEYOND_WINDOW),
             appends_dirty: false,
             noop: None,
             confirmed_index: snap.index,

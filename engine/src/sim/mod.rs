@@ -65,6 +65,9 @@ pub struct SimConfig {
     pub crash_per_mille: u64,
     /// Probability (per mille per tick) of a partition change.
     pub partition_per_mille: u64,
+    /// Probability (per mille per tick) that the leader is asked to transfer
+    /// leadership, and (separately) that a snapshot send is reported failed.
+    pub transfer_per_mille: u64,
     /// Proposals per tick at most (each a coin flip).
     pub proposals_per_tick_max: u64,
     /// Compact a node's log when this many applied entries are live.
@@ -103,6 +106,7 @@ impl SimConfig {
             disk_ticks_max: rng.range(0, raft.election_timeout_ticks / 2),
             crash_per_mille: rng.range(0, 40),
             partition_per_mille: rng.range(0, 20),
+            transfer_per_mille: rng.range(0, 10),
             proposals_per_tick_max: rng.range(1, 3),
             compact_entries: rng.range(1, raft.log_entries_max as u64 / 4),
             raft,
@@ -140,6 +144,8 @@ pub struct SimStats {
     pub snapshots_installed: u64,
     /// Reads answered.
     pub reads: u64,
+    /// Leader transfers started.
+    pub transfers: u64,
     /// Ticks from healing to the first commit of a post-heal proposal.
     pub recovery_ticks: u64,
 }
@@ -488,6 +494,26 @@ impl Sim {
             if self.nodes[victim].raft.is_some() {
                 self.crash(victim);
             }
+        }
+        if self.rng.range(0, 1000) < self.cfg.transfer_per_mille
+            && let Some(leader) = self.leader()
+        {
+            let target = self.rng.range(1, n as u64 + 1);
+            let raft = self.nodes[leader].raft.as_mut().expect("live");
+            if raft.transfer_leadership(target).is_ok() {
+                self.stats.transfers += 1;
+            }
+        }
+        if self.rng.range(0, 1000) < self.cfg.transfer_per_mille
+            && let Some(leader) = self.leader()
+        {
+            // The caller could not read or send the snapshot to a peer.
+            let peer = self.rng.range(1, n as u64 + 1);
+            self.nodes[leader]
+                .raft
+                .as_mut()
+                .expect("live")
+                .snapshot_failed(peer);
         }
     }
 
