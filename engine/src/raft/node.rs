@@ -212,6 +212,10 @@ pub struct RaftNode<R: RaftRng> {
     acked_rounds: [u64; VOTERS_MAX],
     round_sent_ticks: [u64; LEASE_ROUNDS_MAX],
     lease_until_ticks: u64,
+    /// A TimeoutNow went out in this term: its target campaigns ignoring
+    /// every follower's lease, whenever it arrives, so no lease holds until
+    /// the term ends.
+    lease_revoked: bool,
     reads: ReadQueue,
     snapshot_bytes: u64,
     /// Leader: bytes of the snapshot acknowledged by each peer.
@@ -279,6 +283,7 @@ impl<R: RaftRng> RaftNode<R> {
             acked_rounds: [0; VOTERS_MAX],
             round_sent_ticks: [0; LEASE_ROUNDS_MAX],
             lease_until_ticks: 0,
+            lease_revoked: false,
             reads: ReadQueue::new(cfg.reads_max),
             snapshot_bytes: recovered.snapshot_bytes,
             snapshot_acked: [0; VOTERS_MAX],
@@ -580,6 +585,7 @@ impl<R: RaftRng> RaftNode<R> {
         self.outbox.clear();
         self.acked_rounds = [0; VOTERS_MAX];
         self.lease_until_ticks = 0;
+        self.lease_revoked = false;
         let term = self.hard.term;
         let index = self
             .log
@@ -605,8 +611,6 @@ impl<R: RaftRng> RaftNode<R> {
             .ok_or(TransferError::BadTarget(target))?;
         self.transfer_target = Some(slot);
         self.election_elapsed_ticks = 0;
-        // The target will campaign ignoring leases: ours ends now.
-        self.lease_until_ticks = 0;
         self.maybe_send_timeout_now(slot);
         self.appends_dirty = true;
         Ok(())
@@ -618,6 +622,11 @@ impl<R: RaftRng> RaftNode<R> {
         {
             let msg = self.message(slot, Body::TimeoutNow);
             self.outbox.put(slot, msg);
+            // The target will campaign ignoring leases: ours ends now, and a
+            // heartbeat acknowledged later cannot renew it (the TimeoutNow
+            // may still be on its way).
+            self.lease_revoked = true;
+            self.lease_until_ticks = 0;
         }
     }
 
@@ -977,7 +986,7 @@ impl<R: RaftRng> RaftNode<R> {
         if !self.committed_in_term() {
             return Err(ReadError::NoCommitInTerm);
         }
-        if self.cfg.lease_reads && self.now_ticks < self.lease_until_ticks {
+        if self.cfg.lease_reads && !self.lease_revoked && self.now_ticks < self.lease_until_ticks {
             return self.reads.push(id, self.committed_index, 0, true);
         }
         self.reads

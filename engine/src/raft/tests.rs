@@ -775,6 +775,37 @@ fn lease_reads_answer_without_a_round_while_the_lease_holds() {
 }
 
 #[test]
+fn a_leader_transfer_revokes_the_lease() {
+    let mut c = Cluster::new(3, |c| {
+        c.check_quorum = true;
+        c.lease_reads = true;
+    });
+    c.elect(1);
+    c.n(1).tick();
+    c.n(1).tick();
+    c.settle();
+    // Node 2 is caught up: TimeoutNow goes out at once. The message is
+    // lost here, but could arrive any time later, and its target campaigns
+    // ignoring leases: the leader must not serve lease reads any more.
+    c.n(1).transfer_leadership(2).unwrap();
+    c.isolated = vec![2, 3];
+    c.settle();
+    c.isolated.clear();
+    for _ in 0..12 {
+        c.n(1).tick();
+    }
+    c.settle();
+    assert_eq!(
+        c.n(1).role(),
+        Role::Leader,
+        "transfer abandoned after a timeout"
+    );
+    c.isolated = vec![2, 3];
+    c.n(1).read_index(1).unwrap();
+    assert_eq!(c.n(1).take_read(), None, "no lease read after a TimeoutNow");
+}
+
+#[test]
 fn reads_fail_when_leadership_is_lost() {
     let mut c = Cluster::new(3, |_| {});
     c.elect(1);

