@@ -53,7 +53,7 @@ pub struct Config {
 }
 
 /// A configuration the core refuses.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// `id` is not listed in `voters`.
     #[error("node {0} is not one of the voters")]
@@ -77,6 +77,9 @@ pub enum ConfigError {
     /// Uncommitted entries must leave room in the log metadata.
     #[error("uncommitted_entries_max must be below log_entries_max")]
     UncommittedNotBelowLog,
+    /// The recovered log has more entries or terms than the bounds allow.
+    #[error("the recovered log does not fit: {0}")]
+    RecoveredLogTooLarge(super::log::LogFull),
     /// A bound is zero.
     #[error("`{0}` must be at least 1")]
     ZeroBound(&'static str),

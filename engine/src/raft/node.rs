@@ -5,7 +5,7 @@
 //!  inputs                         the node                     outputs (bounded)
 //!  tick()                  ─┐                               ┌─ hard_state_to_persist()
 //!  step(Message)            │   role, HardState{term,vote}   ├─ pop_outgoing(): control
-//!  step_append(Append, &[]) ├─▶ LogMeta (terms, sizes)     ─▶│   messages and Append
+//!  step_append(Append, ..)  ├─▶ LogMeta (terms, sizes)     ─▶│   messages and Append
 //!  propose(len)             │   Progress per peer           │   descriptors; released only
 //!  flushed(IoId)            │   committed / applied          │   once the hard state they
 //!  applied(IoId)            │   (Watermarks)                 │   depend on is persisted
@@ -241,7 +241,7 @@ impl<R: RaftRng> RaftNode<R> {
         let mut log = LogMeta::new(cfg.log_entries_max, cfg.term_runs_max, recovered.snapshot);
         for e in entries {
             log.append(e.term, e.bytes)
-                .expect("recovered log fits the configured metadata bounds");
+                .map_err(ConfigError::RecoveredLogTooLarge)?;
         }
         let last = log.last_id();
         log.accept(last);

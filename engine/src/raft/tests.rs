@@ -898,6 +898,20 @@ fn a_follower_behind_the_purged_log_gets_the_snapshot_in_resumable_chunks() {
 }
 
 #[test]
+fn a_recovered_log_larger_than_the_bounds_is_refused() {
+    let c = config(1, 3, |c| {
+        c.log_entries_max = 2;
+        c.uncommitted_entries_max = 1;
+    });
+    let entries = [EntryMeta { term: 1, bytes: 40 }; 3];
+    let err = RaftNode::new(c, SplitMix64::new(1), Recovered::default(), entries).unwrap_err();
+    assert_eq!(
+        err,
+        ConfigError::RecoveredLogTooLarge(LogFull::Entries { entries_max: 2 })
+    );
+}
+
+#[test]
 fn compaction_is_limited_to_applied_entries() {
     let mut c = Cluster::new(1, |_| {});
     tick_until_not_follower(c.n(1));
