@@ -603,7 +603,9 @@ impl Sim {
                 self.reads_pending.remove(&id);
             }
         }
-        Ok(())
+        // Checked after every event, so a leader that wins and loses within
+        // one tick is still seen.
+        self.check_node(i)
     }
 
     fn send(&mut self, from: usize, to: usize, msg: NetMsg, faults: bool) {
@@ -977,43 +979,50 @@ impl Sim {
 
     fn check(&mut self) -> Result<(), Violation> {
         for i in 0..self.nodes.len() {
-            let Some(raft) = self.nodes[i].raft.as_ref() else {
-                continue;
-            };
-            let (role, term) = (raft.role(), raft.term());
-            if role == Role::Leader {
-                match self.leader_of_term.get(&term) {
-                    Some(&other) if other != i => {
-                        return Err(self.violation(format!(
-                            "two leaders in term {term}: nodes {} and {}",
-                            other + 1,
-                            i + 1
-                        )));
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.leader_of_term.insert(term, i);
-                        self.stats.leaders += 1;
-                    }
+            self.check_node(i)?;
+        }
+        Ok(())
+    }
+
+    /// Checks one node after anything happened to it: leadership, leader
+    /// completeness, and that the core's log metadata matches the log image.
+    fn check_node(&mut self, i: usize) -> Result<(), Violation> {
+        let Some(raft) = self.nodes[i].raft.as_ref() else {
+            return Ok(());
+        };
+        let (role, term) = (raft.role(), raft.term());
+        if role == Role::Leader {
+            match self.leader_of_term.get(&term) {
+                Some(&other) if other != i => {
+                    return Err(self.violation(format!(
+                        "two leaders in term {term}: nodes {} and {}",
+                        other + 1,
+                        i + 1
+                    )));
                 }
-                if self.was_leader[i] != (Role::Leader, term) {
-                    self.check_leader_completeness(i, term)?;
+                Some(_) => {}
+                None => {
+                    self.leader_of_term.insert(term, i);
+                    self.stats.leaders += 1;
                 }
             }
-            self.was_leader[i] = (role, term);
-            let raft = self.nodes[i].raft.as_ref().expect("live");
-            // The core's metadata and the node's log image agree.
-            let log = &self.nodes[i].log;
-            if raft.log().last_index() != log.last_index()
-                || raft.log().term_at(log.last_index()) != log.term_at(log.last_index())
-            {
-                return Err(self.violation(format!(
-                    "node {} core log ends at {:?}, image at {}",
-                    i + 1,
-                    raft.log().last_id(),
-                    log.last_index()
-                )));
+            if self.was_leader[i] != (Role::Leader, term) {
+                self.check_leader_completeness(i, term)?;
             }
+        }
+        self.was_leader[i] = (role, term);
+        let raft = self.nodes[i].raft.as_ref().expect("live");
+        // The core's metadata and the node's log image agree.
+        let log = &self.nodes[i].log;
+        if raft.log().last_index() != log.last_index()
+            || raft.log().term_at(log.last_index()) != log.term_at(log.last_index())
+        {
+            return Err(self.violation(format!(
+                "node {} core log ends at {:?}, image at {}",
+                i + 1,
+                raft.log().last_id(),
+                log.last_index()
+            )));
         }
         Ok(())
     }
