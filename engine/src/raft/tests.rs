@@ -356,6 +356,69 @@ fn followers_in_lease_ignore_votes_but_not_a_transfer() {
 }
 
 #[test]
+fn a_restarted_node_refuses_votes_for_one_election_timeout() {
+    // It may have acknowledged a leader's heartbeat just before crashing;
+    // that leader's lease counts on it not voting for a while.
+    let hard = HardState {
+        term: 3,
+        vote: Some(1),
+    };
+    let mut n = node_with_log(config(2, 3, |c| c.check_quorum = true), &[1], hard);
+    let request = Body::RequestVote {
+        pre_vote: false,
+        last: IoId::new(3, 9),
+        transfer: false,
+    };
+    n.step(msg(3, 2, 4, request));
+    assert_eq!(n.term(), 3, "vote request ignored right after the restart");
+    for _ in 0..10 {
+        n.tick();
+    }
+    n.step(msg(3, 2, 5, request));
+    assert_eq!(
+        n.hard_state(),
+        HardState {
+            term: 5,
+            vote: Some(3)
+        }
+    );
+}
+
+#[test]
+fn a_stale_leader_learns_the_new_term_from_any_reply_and_steps_down() {
+    let mut c = Cluster::new(3, |_| {});
+    c.elect(1);
+    let stale = c.n(1).term();
+    // Node 2 moved on to a later term; node 1's heartbeat is answered with it.
+    c.n(2).step(msg(
+        3,
+        2,
+        stale + 1,
+        Body::Heartbeat {
+            commit: 0,
+            round: 1,
+        },
+    ));
+    controls(c.n(2));
+    c.n(2).step(msg(
+        1,
+        2,
+        stale,
+        Body::Heartbeat {
+            commit: 0,
+            round: 2,
+        },
+    ));
+    let replies = controls(c.n(2));
+    assert!(replies.iter().any(|m| m.to == 1 && m.term == stale + 1));
+    for reply in replies.into_iter().filter(|m| m.to == 1) {
+        c.n(1).step(reply);
+    }
+    assert_eq!(c.n(1).role(), Role::Follower);
+    assert_eq!(c.n(1).term(), stale + 1);
+}
+
+#[test]
 fn leader_transfer_sends_timeout_now_once_the_target_caught_up() {
     let mut c = Cluster::new(3, |_| {});
     c.elect(1);
