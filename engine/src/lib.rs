@@ -3,4 +3,5 @@
 //! the WAL ring and the peer transport.
 
 pub mod raft;
+pub mod shard;
 pub mod sim;
