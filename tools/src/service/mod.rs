@@ -1,0 +1,28 @@
+//! The RESP service: what a Redis client talks to.
+//!
+//! ```text
+//!  socket bytes ─▶ resp::Parser ─▶ Command (args borrowed from the input buffer)
+//!                                     │ command::dispatch(command, cluster view, clock)
+//!       ┌─────────────────────────────┼──────────────────────────────┐
+//!       ▼                             ▼                              ▼
+//!  Action::Replied            Action::Propose {group}        Action::Read {group}
+//!  (PING, INFO, CLUSTER,      payload written in place       ReadIndex on the group, then
+//!   errors, -MOVED)           (e.g. into the WAL ring) ─▶     StateMachine::query(request)
+//!                             committed ─▶ Kv::apply ─▶ reply slot
+//! ```
+//!
+//! | file | concept |
+//! |---|---|
+//! | `resp.rs` | RESP2 parser (pipelined, partial input, bounded) and reply writer |
+//! | `slots.rs` | key → hash slot → group; the routing table and `-MOVED` |
+//! | `payload.rs` | the binary log payload of a write and of a read request |
+//! | `command.rs` | command table, arity, dispatch; INFO and CLUSTER replies |
+//! | `kv.rs` | the KV + stream state machine (`StateMachine`), its snapshot |
+//! | `stream.rs` | stream ids and one stream's entries |
+
+pub mod command;
+pub mod kv;
+pub mod payload;
+pub mod resp;
+pub mod slots;
+pub mod stream;
