@@ -1,0 +1,160 @@
+//! The RESP2 parser as a connection sees it: commands survive the trip
+//! through the writer, arrive whole whatever the TCP segment boundaries,
+//! and arbitrary bytes never panic it.
+
+use proptest::prelude::*;
+use ringraft_tools::service::resp::{Limits, Parser, ProtocolError, ReplyBuf, RespSink};
+
+type Args = Vec<Vec<u8>>;
+
+/// Encodes commands as a client does (multibulk).
+fn encode(commands: &[Args]) -> Vec<u8> {
+    let mut out = ReplyBuf::new(1 << 20);
+    for command in commands {
+        let args: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
+        out.command(&args).unwrap();
+    }
+    out.as_bytes().to_vec()
+}
+
+/// Feeds `stream` to a parser in pieces cut at `cuts`, the way a
+/// connection's input buffer fills: parse what is there, keep the rest.
+fn receive(stream: &[u8], cuts: &[usize], limits: Limits) -> Result<Vec<Args>, ProtocolError> {
+    let mut parser = Parser::new(limits);
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut commands = Vec::new();
+    let mut fed = 0;
+    let mut cuts: Vec<usize> = cuts.iter().map(|&c| c % (stream.len() + 1)).collect();
+    cuts.push(stream.len());
+    cuts.sort_unstable();
+    for cut in cuts {
+        buffer.extend_from_slice(&stream[fed..cut.max(fed)]);
+        fed = fed.max(cut);
+        loop {
+            let Some((command, used)) = parser.parse(&buffer)? else {
+                break;
+            };
+            assert!(used <= buffer.len());
+            commands.push(command.args().map(<[u8]>::to_vec).collect());
+            buffer.drain(..used);
+        }
+    }
+    assert!(buffer.is_empty(), "bytes left after the last command");
+    Ok(commands)
+}
+
+fn command() -> impl Strategy<Value = Args> {
+    prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 1..12)
+}
+
+proptest! {
+    #[test]
+    fn multibulk_round_trips(commands in prop::collection::vec(command(), 1..8)) {
+        let stream = encode(&commands);
+        prop_assert_eq!(receive(&stream, &[], Limits::default()).unwrap(), commands);
+    }
+
+    #[test]
+    fn any_split_points_give_the_same_commands(
+        commands in prop::collection::vec(command(), 1..8),
+        cuts in prop::collection::vec(any::<usize>(), 0..16),
+    ) {
+        let stream = encode(&commands);
+        prop_assert_eq!(receive(&stream, &cuts, Limits::default()).unwrap(), commands);
+    }
+
+    #[test]
+    fn inline_commands_split_anywhere(
+        words in prop::collection::vec(prop::collection::vec("[a-zA-Z0-9]{1,8}", 1..6), 1..6),
+        cuts in prop::collection::vec(any::<usize>(), 0..8),
+    ) {
+        let mut stream = Vec::new();
+        for line in &words {
+            stream.extend_from_slice(line.join(" ").as_bytes());
+            stream.extend_from_slice(b"\r\n");
+        }
+        let expected: Vec<Args> = words
+            .iter()
+            .map(|line| line.iter().map(|w| w.as_bytes().to_vec()).collect())
+            .collect();
+        prop_assert_eq!(receive(&stream, &cuts, Limits::default()).unwrap(), expected);
+    }
+
+    #[test]
+    fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let limits = Limits { command_args_max: 8, bulk_bytes_max: 64, inline_bytes_max: 64, command_bytes_max: 256 };
+        let mut parser = Parser::new(limits);
+        let mut at = 0;
+        // Each call either consumes bytes, waits for more, or errs: it ends.
+        while let Ok(Some((command, used))) = parser.parse(&bytes[at..]) {
+            prop_assert!(used > 0 && at + used <= bytes.len());
+            prop_assert!(command.len() <= limits.command_args_max);
+            prop_assert!(command.args().all(|arg| arg.len() <= limits.bulk_bytes_max.max(limits.inline_bytes_max)));
+            at += used;
+        }
+    }
+
+    #[test]
+    fn garbage_after_valid_commands_leaves_them_intact(
+        commands in prop::collection::vec(command(), 1..4),
+        garbage in prop::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let mut stream = encode(&commands);
+        stream.extend_from_slice(&garbage);
+        let mut parser = Parser::new(Limits::default());
+        let mut at = 0;
+        for expected in &commands {
+            let (command, used) = parser.parse(&stream[at..]).unwrap().unwrap();
+            prop_assert_eq!(&command.args().map(<[u8]>::to_vec).collect::<Args>(), expected);
+            at += used;
+        }
+    }
+}
+
+#[test]
+fn a_bulk_argument_may_hold_crlf_and_binary() {
+    let commands = vec![vec![
+        b"SET".to_vec(),
+        b"k".to_vec(),
+        b"a\r\nb\0\xff".to_vec(),
+    ]];
+    let stream = encode(&commands);
+    assert_eq!(
+        stream,
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$6\r\na\r\nb\0\xff\r\n"
+    );
+    assert_eq!(
+        receive(&stream, &[9, 20], Limits::default()).unwrap(),
+        commands
+    );
+}
+
+#[test]
+fn a_bound_is_checked_as_soon_as_its_header_arrives() {
+    let limits = Limits {
+        bulk_bytes_max: 100,
+        ..Limits::default()
+    };
+    // The 101-byte body never has to arrive for the error to show.
+    assert_eq!(
+        receive(b"*2\r\n$3\r\nGET\r\n$101\r\n", &[], limits),
+        Err(ProtocolError::InvalidBulkLength)
+    );
+    let limits = Limits {
+        command_args_max: 3,
+        ..Limits::default()
+    };
+    assert_eq!(
+        receive(b"*4\r\n", &[], limits),
+        Err(ProtocolError::InvalidMultibulkLength)
+    );
+    // A length header that never ends is malformed, not a reason to wait.
+    assert_eq!(
+        receive(
+            b"*11111111111111111111111111111111111",
+            &[],
+            Limits::default()
+        ),
+        Err(ProtocolError::InvalidMultibulkLength)
+    );
+}
