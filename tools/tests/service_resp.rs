@@ -30,10 +30,7 @@ fn receive(stream: &[u8], cuts: &[usize], limits: Limits) -> Result<Vec<Args>, P
     for cut in cuts {
         buffer.extend_from_slice(&stream[fed..cut.max(fed)]);
         fed = fed.max(cut);
-        loop {
-            let Some((command, used)) = parser.parse(&buffer)? else {
-                break;
-            };
+        while let Some((command, used)) = parser.parse(&buffer)? {
             assert!(used <= buffer.len());
             commands.push(command.args().map(<[u8]>::to_vec).collect());
             buffer.drain(..used);
