@@ -89,10 +89,7 @@ fn set_and_get_of_existing_keys_allocate_nothing() {
         while let Some((command, used)) = parser.parse(&input[at..]).unwrap() {
             at += used;
             match dispatch(&command, &view, 0, &mut payload, &mut out).unwrap() {
-                Action::Propose {
-                    payload_bytes,
-                    group: _,
-                } => {
+                Action::Propose { payload_bytes, .. } => {
                     index += 1;
                     let entry = Entry {
                         id: IoId::new(1, index),

@@ -6,7 +6,7 @@
 use ringraft_engine::raft::{ProgressState, Role};
 use ringraft_engine::shard::{Entry, ResponseSlots, StateMachine};
 use ringraft_tools::service::command::{
-    Action, PeerStatus, ReplicationStatus, ServerView, dispatch,
+    Action, PeerStatus, ReplicationStatus, ServerView, command_slot, dispatch,
 };
 use ringraft_tools::service::kv::{Kv, KvConfig};
 use ringraft_tools::service::resp::{Limits, Parser, ReplyBuf, RespSink};
@@ -108,6 +108,7 @@ impl Node {
                 Action::Propose {
                     group,
                     payload_bytes,
+                    ..
                 } => {
                     self.index += 1;
                     let id = IoId::new(1, self.index);
@@ -122,6 +123,7 @@ impl Node {
                 Action::Read {
                     group,
                     request_bytes,
+                    ..
                 } => {
                     let kv = &self.groups[usize::from(group)];
                     kv.query(&self.payload[..request_bytes], &mut out.writer())
@@ -460,4 +462,52 @@ fn info_and_config_as_clients_read_them() {
         node.reply("COMMAND INFO get nope\r\n"),
         "*2\r\n*6\r\n$3\r\nget\r\n:2\r\n*2\r\n+readonly\r\n+fast\r\n:1\r\n:1\r\n:1\r\n*-1\r\n"
     );
+}
+
+#[test]
+fn the_slot_is_known_before_dispatch() {
+    let mut parser = Parser::new(Limits::default());
+    let slot_of = |parser: &mut Parser, request: &[u8]| {
+        let (command, _) = parser.parse(request).unwrap().unwrap();
+        command_slot(&command)
+    };
+    assert_eq!(slot_of(&mut parser, b"SET foo 1\r\n"), Some(12182));
+    assert_eq!(slot_of(&mut parser, b"xrange {foo}s - +\r\n"), Some(12182));
+    assert_eq!(slot_of(&mut parser, b"DEL bar foo\r\n"), Some(5061));
+    assert_eq!(slot_of(&mut parser, b"GET\r\n"), None);
+    assert_eq!(slot_of(&mut parser, b"PING\r\n"), None);
+    assert_eq!(slot_of(&mut parser, b"CLUSTER KEYSLOT foo\r\n"), None);
+
+    // The action carries the slot, for a -MOVED if leadership moves before
+    // the proposal.
+    let node = Node::new();
+    let view = ServerView {
+        cluster_id: 7,
+        routing: &node.routing,
+        shards: &node.shards,
+        fsync: true,
+    };
+    let (command, _) = parser.parse(b"SET bar 1\r\n").unwrap().unwrap();
+    let mut out = ReplyBuf::new(128);
+    let action = dispatch(&command, &view, 0, &mut [0u8; 64], &mut out).unwrap();
+    assert_eq!(
+        action,
+        Action::Propose {
+            group: 0,
+            slot: 5061,
+            payload_bytes: 1 + 4 + 4 + 3 + 1
+        }
+    );
+    // Too small a log buffer: a clear error instead of a proposal.
+    let action = dispatch(&command, &view, 0, &mut [0u8; 8], &mut out).unwrap();
+    assert_eq!(action, Action::Replied);
+    assert_eq!(
+        out.as_bytes(),
+        b"-ERR command too large for one log entry\r\n"
+    );
+    // A full output buffer: nothing written, the caller retries later.
+    let mut tiny = ReplyBuf::new(4);
+    let (command, _) = parser.parse(b"PING hello\r\n").unwrap().unwrap();
+    assert!(dispatch(&command, &view, 0, &mut [0u8; 8], &mut tiny).is_err());
+    assert_eq!(tiny.as_bytes(), b"");
 }

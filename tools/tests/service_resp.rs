@@ -3,7 +3,9 @@
 //! and arbitrary bytes never panic it.
 
 use proptest::prelude::*;
-use ringraft_tools::service::resp::{Limits, Parser, ProtocolError, ReplyBuf, RespSink};
+use ringraft_tools::service::resp::{
+    Limits, Parser, ProtocolError, ReplyBuf, RespSink, parse_moved, reply_len,
+};
 
 type Args = Vec<Vec<u8>>;
 
@@ -153,5 +155,87 @@ fn a_bound_is_checked_as_soon_as_its_header_arrives() {
             Limits::default()
         ),
         Err(ProtocolError::InvalidMultibulkLength)
+    );
+}
+
+/// A reply tree, written with the server's writer.
+#[derive(Debug, Clone)]
+enum Reply {
+    Simple(String),
+    Error(String),
+    Integer(i64),
+    Bulk(Vec<u8>),
+    Null,
+    Array(Vec<Reply>),
+}
+
+fn reply() -> impl Strategy<Value = Reply> {
+    let leaf = prop_oneof![
+        "[a-zA-Z ]{0,12}".prop_map(Reply::Simple),
+        "[A-Z]{1,4} [a-z ]{0,12}".prop_map(Reply::Error),
+        any::<i64>().prop_map(Reply::Integer),
+        prop::collection::vec(any::<u8>(), 0..40).prop_map(Reply::Bulk),
+        Just(Reply::Null),
+    ];
+    leaf.prop_recursive(3, 24, 5, |inner| {
+        prop::collection::vec(inner, 0..5).prop_map(Reply::Array)
+    })
+}
+
+fn write_reply(reply: &Reply, out: &mut ReplyBuf) {
+    match reply {
+        Reply::Simple(text) => out.simple(text.as_bytes()).unwrap(),
+        Reply::Error(text) => out.error(text.as_bytes()).unwrap(),
+        Reply::Integer(n) => out.integer(*n).unwrap(),
+        Reply::Bulk(bytes) => out.bulk(bytes).unwrap(),
+        Reply::Null => out.null_bulk().unwrap(),
+        Reply::Array(items) => {
+            out.array(items.len()).unwrap();
+            items.iter().for_each(|item| write_reply(item, out));
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn a_client_finds_where_each_reply_ends(replies in prop::collection::vec(reply(), 1..6)) {
+        let mut lengths = Vec::new();
+        let mut out = ReplyBuf::new(1 << 16);
+        for reply in &replies {
+            let before = out.as_bytes().len();
+            write_reply(reply, &mut out);
+            lengths.push(out.as_bytes().len() - before);
+        }
+        let stream = out.as_bytes();
+        let mut at = 0;
+        for &len in &lengths {
+            // Every strict prefix of a reply is incomplete.
+            for cut in [0, len / 2, len - 1] {
+                prop_assert_eq!(reply_len(&stream[at..at + cut]).unwrap(), None);
+            }
+            prop_assert_eq!(reply_len(&stream[at..]).unwrap(), Some(len));
+            at += len;
+        }
+    }
+
+    #[test]
+    fn reply_garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        if let Ok(Some(len)) = reply_len(&bytes) {
+            prop_assert!(len <= bytes.len());
+        }
+    }
+}
+
+#[test]
+fn moved_replies_name_slot_and_address() {
+    assert_eq!(
+        parse_moved(b"-MOVED 12182 127.0.0.1:7003\r\n"),
+        Some((12182, "127.0.0.1:7003"))
+    );
+    assert_eq!(parse_moved(b"-MOVED 16384 127.0.0.1:7003"), None);
+    assert_eq!(parse_moved(b"-ERR x"), None);
+    assert_eq!(
+        reply_len(b"!x\r\n"),
+        Err(ProtocolError::UnexpectedReplyType { got: b'!' })
     );
 }

@@ -92,6 +92,8 @@ pub enum Action {
     Propose {
         /// The group (local shard index).
         group: u16,
+        /// The key's slot (for `write_route_error` if leadership moved).
+        slot: u16,
         /// Length of the payload written at the front of the buffer.
         payload_bytes: usize,
     },
@@ -100,6 +102,8 @@ pub enum Action {
     Read {
         /// The group (local shard index).
         group: u16,
+        /// The key's slot (for `write_route_error` if leadership moved).
+        slot: u16,
         /// Length of the request written at the front of the buffer.
         request_bytes: usize,
     },
@@ -216,6 +220,18 @@ pub fn dispatch<S: RespSink>(
     result
 }
 
+/// The hash slot a command's keys live in (its first key's), or None for a
+/// command without keys or with too few arguments. Lets a runtime whose
+/// connections and groups live on different cores pick the owning shard
+/// before calling [`dispatch`] there.
+pub fn command_slot(command: &Command<'_>) -> Option<u16> {
+    let spec = COMMANDS
+        .iter()
+        .find(|spec| spec.name.as_bytes().eq_ignore_ascii_case(command.name()))?;
+    let first = usize::try_from(spec.first_key).ok().filter(|&i| i > 0)?;
+    (first < command.len()).then(|| key_slot(command.arg(first)))
+}
+
 fn dispatch_unchecked<S: RespSink>(
     command: &Command<'_>,
     view: &ServerView<'_>,
@@ -236,9 +252,9 @@ fn dispatch_unchecked<S: RespSink>(
         wrong_arity(spec.name, out)?;
         return Ok(Action::Replied);
     }
-    let routed = |slot: u16, out: &mut S| -> Result<Option<u16>, ResponseTooLarge> {
+    let routed = |slot: u16, out: &mut S| -> Result<Option<Target>, ResponseTooLarge> {
         match view.routing.route(slot) {
-            Route::Local { group } => Ok(Some(group)),
+            Route::Local { group } => Ok(Some(Target { group, slot })),
             route => write_route_error(route, out).map(|()| None),
         }
     };
@@ -257,11 +273,11 @@ fn dispatch_unchecked<S: RespSink>(
                 return Ok(Action::Replied);
             }
             let key = command.arg(1);
-            let Some(group) = routed(key_slot(key), out)? else {
+            let Some(target) = routed(key_slot(key), out)? else {
                 return Ok(Action::Replied);
             };
             let encoded = payload::encode_set(payload, key, command.arg(2));
-            return propose(group, encoded, out);
+            return propose(target, encoded, out);
         }
         Kind::Del => {
             let slot = key_slot(command.arg(1));
@@ -269,16 +285,16 @@ fn dispatch_unchecked<S: RespSink>(
                 out.error(b"CROSSSLOT Keys in request don't hash to the same slot")?;
                 return Ok(Action::Replied);
             }
-            let Some(group) = routed(slot, out)? else {
+            let Some(target) = routed(slot, out)? else {
                 return Ok(Action::Replied);
             };
             let encoded = payload::encode_del(payload, command.args().skip(1));
-            return propose(group, encoded, out);
+            return propose(target, encoded, out);
         }
         Kind::Xadd => return xadd(command, now_ms, payload, out, routed),
         Kind::Get | Kind::Xlen => {
             let key = command.arg(1);
-            let Some(group) = routed(key_slot(key), out)? else {
+            let Some(target) = routed(key_slot(key), out)? else {
                 return Ok(Action::Replied);
             };
             let encoded = if spec.kind == Kind::Get {
@@ -286,7 +302,7 @@ fn dispatch_unchecked<S: RespSink>(
             } else {
                 payload::encode_xlen(payload, key)
             };
-            return read(group, encoded, out);
+            return read(target, encoded, out);
         }
         Kind::Xrange => return xrange(command, payload, out, routed),
         Kind::Info => info(command, view, out)?,
@@ -309,14 +325,22 @@ fn dispatch_unchecked<S: RespSink>(
     Ok(Action::Replied)
 }
 
-fn propose<S: RespSink>(
+/// A local group and the slot that led there.
+#[derive(Debug, Clone, Copy)]
+struct Target {
     group: u16,
+    slot: u16,
+}
+
+fn propose<S: RespSink>(
+    target: Target,
     encoded: Result<usize, PayloadTooLarge>,
     out: &mut S,
 ) -> Result<Action, ResponseTooLarge> {
     match encoded {
         Ok(payload_bytes) => Ok(Action::Propose {
-            group,
+            group: target.group,
+            slot: target.slot,
             payload_bytes,
         }),
         Err(_) => {
@@ -327,13 +351,14 @@ fn propose<S: RespSink>(
 }
 
 fn read<S: RespSink>(
-    group: u16,
+    target: Target,
     encoded: Result<usize, PayloadTooLarge>,
     out: &mut S,
 ) -> Result<Action, ResponseTooLarge> {
     match encoded {
         Ok(request_bytes) => Ok(Action::Read {
-            group,
+            group: target.group,
+            slot: target.slot,
             request_bytes,
         }),
         Err(_) => {
@@ -348,7 +373,7 @@ fn xadd<S: RespSink>(
     now_ms: u64,
     payload: &mut [u8],
     out: &mut S,
-    routed: impl Fn(u16, &mut S) -> Result<Option<u16>, ResponseTooLarge>,
+    routed: impl Fn(u16, &mut S) -> Result<Option<Target>, ResponseTooLarge>,
 ) -> Result<Action, ResponseTooLarge> {
     let key = command.arg(1);
     let id_arg = command.arg(2);
@@ -368,18 +393,18 @@ fn xadd<S: RespSink>(
         out.error(INVALID_ID)?;
         return Ok(Action::Replied);
     };
-    let Some(group) = routed(key_slot(key), out)? else {
+    let Some(target) = routed(key_slot(key), out)? else {
         return Ok(Action::Replied);
     };
     let encoded = payload::encode_xadd(payload, key, id, command.args().skip(3));
-    propose(group, encoded, out)
+    propose(target, encoded, out)
 }
 
 fn xrange<S: RespSink>(
     command: &Command<'_>,
     payload: &mut [u8],
     out: &mut S,
-    routed: impl Fn(u16, &mut S) -> Result<Option<u16>, ResponseTooLarge>,
+    routed: impl Fn(u16, &mut S) -> Result<Option<Target>, ResponseTooLarge>,
 ) -> Result<Action, ResponseTooLarge> {
     let count = match command.len() {
         4 => None,

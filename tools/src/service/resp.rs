@@ -99,6 +99,12 @@ pub enum ProtocolError {
     /// A command larger than `command_bytes_max`.
     #[error("command larger than the connection buffer")]
     CommandTooLarge,
+    /// (Client side) a reply that starts with none of `+ - : $ *`.
+    #[error("unexpected reply type '{}'", char::from(*.got))]
+    UnexpectedReplyType {
+        /// The byte found.
+        got: u8,
+    },
 }
 
 impl ProtocolError {
@@ -378,6 +384,69 @@ fn read_number(input: &[u8], pos: usize) -> Line {
         .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
     let value = if negative { -magnitude } else { magnitude };
     Line::Number(value, pos + cr + 2)
+}
+
+/// Client side: the length of the first whole reply at the front of
+/// `input`, nested arrays included, or None if it has not fully arrived.
+/// Allocates nothing: an array only adds to the count of elements still
+/// expected.
+pub fn reply_len(input: &[u8]) -> Result<Option<usize>, ProtocolError> {
+    let mut pos = 0;
+    // Elements still expected; each consumes at least 3 bytes, so the loop
+    // ends with the input.
+    let mut remaining: u64 = 1;
+    while remaining > 0 {
+        let Some(&kind) = input.get(pos) else {
+            return Ok(None);
+        };
+        remaining -= 1;
+        match kind {
+            b'+' | b'-' | b':' => {
+                let Some(cr) = input[pos..].windows(2).position(|w| w == b"\r\n") else {
+                    return Ok(None);
+                };
+                pos += cr + 2;
+            }
+            b'$' | b'*' => {
+                let (n, end) = match read_number(input, pos + 1) {
+                    Line::Number(n, end) => (n, end),
+                    Line::Incomplete => return Ok(None),
+                    Line::Malformed if kind == b'$' => {
+                        return Err(ProtocolError::InvalidBulkLength);
+                    }
+                    Line::Malformed => return Err(ProtocolError::InvalidMultibulkLength),
+                };
+                pos = end;
+                match (kind, u64::try_from(n)) {
+                    (_, Err(_)) => {} // -1: the null bulk or null array
+                    (b'$', Ok(len)) => {
+                        let body_end = pos as u64 + len + 2;
+                        if body_end > input.len() as u64 {
+                            return Ok(None);
+                        }
+                        pos = body_end as usize;
+                        if &input[pos - 2..pos] != b"\r\n" {
+                            return Err(ProtocolError::BulkNotTerminated);
+                        }
+                    }
+                    (_, Ok(count)) => remaining = remaining.saturating_add(count),
+                }
+            }
+            got => return Err(ProtocolError::UnexpectedReplyType { got }),
+        }
+    }
+    Ok(Some(pos))
+}
+
+/// Client side: the slot and address of a `-MOVED <slot> <ip>:<port>`
+/// reply (with or without its CRLF), or None for any other reply.
+pub fn parse_moved(reply: &[u8]) -> Option<(u16, &str)> {
+    let text = reply.strip_prefix(b"-MOVED ")?;
+    let text = text.strip_suffix(b"\r\n").unwrap_or(text);
+    let text = std::str::from_utf8(text).ok()?;
+    let (slot, addr) = text.split_once(' ')?;
+    let slot: u16 = slot.parse().ok()?;
+    (slot < super::slots::SLOTS && !addr.is_empty()).then_some((slot, addr))
 }
 
 /// Formats `n` in decimal into `buf`, returning the digits.
