@@ -66,7 +66,11 @@ fn resp(c: &mut Criterion) {
             let request = &requests[next % KEYS];
             next += 1;
             out.clear();
-            let (command, _) = parser.parse(request).expect("valid").expect("whole");
+            let (command, _) = parser
+                .parse(request)
+                .expect("valid")
+                .command()
+                .expect("whole");
             let action = dispatch(&command, &view, 0, &mut payload, &mut out).expect("room");
             let Action::Propose { payload_bytes, .. } = action else {
                 panic!("SET is proposed");
@@ -91,6 +95,7 @@ fn resp(c: &mut Criterion) {
             let (command, used) = parser
                 .parse(black_box(request))
                 .expect("valid")
+                .command()
                 .expect("whole");
             black_box((command.len(), used))
         })

@@ -86,7 +86,7 @@ fn set_and_get_of_existing_keys_allocate_nothing() {
         let before = ALLOCATIONS.load(Ordering::Relaxed);
         out.clear();
         let mut at = 0;
-        while let Some((command, used)) = parser.parse(&input[at..]).unwrap() {
+        while let Some((command, used)) = parser.parse(&input[at..]).unwrap().command() {
             at += used;
             match dispatch(&command, &view, 0, &mut payload, &mut out).unwrap() {
                 Action::Propose { payload_bytes, .. } => {

@@ -9,7 +9,7 @@ use ringraft_tools::service::command::{
     Action, PeerStatus, ReplicationStatus, ServerView, command_slot, dispatch,
 };
 use ringraft_tools::service::kv::{Kv, KvConfig};
-use ringraft_tools::service::resp::{Limits, Parser, ReplyBuf, RespSink};
+use ringraft_tools::service::resp::{Limits, Parsed, Parser, ReplyBuf, RespSink};
 use ringraft_tools::service::slots::{NodeAddr, RoutingTable, key_slot};
 use ringraft_wal::IoId;
 
@@ -94,8 +94,11 @@ impl Node {
         };
         loop {
             let (command, used) = match self.parser.parse(&request[at..]) {
-                Ok(Some(parsed)) => parsed,
-                Ok(None) => return (out.as_bytes().to_vec(), false),
+                Ok(Parsed::Command(command, used)) => (command, used),
+                Ok(Parsed::Incomplete { skipped }) => {
+                    assert_eq!(at + skipped, request.len(), "a request was cut short");
+                    return (out.as_bytes().to_vec(), false);
+                }
                 Err(error) => {
                     error.write_reply(&mut out).unwrap();
                     return (out.as_bytes().to_vec(), true);
@@ -468,7 +471,7 @@ fn info_and_config_as_clients_read_them() {
 fn the_slot_is_known_before_dispatch() {
     let mut parser = Parser::new(Limits::default());
     let slot_of = |parser: &mut Parser, request: &[u8]| {
-        let (command, _) = parser.parse(request).unwrap().unwrap();
+        let (command, _) = parser.parse(request).unwrap().command().unwrap();
         command_slot(&command)
     };
     assert_eq!(slot_of(&mut parser, b"SET foo 1\r\n"), Some(12182));
@@ -487,7 +490,7 @@ fn the_slot_is_known_before_dispatch() {
         shards: &node.shards,
         fsync: true,
     };
-    let (command, _) = parser.parse(b"SET bar 1\r\n").unwrap().unwrap();
+    let (command, _) = parser.parse(b"SET bar 1\r\n").unwrap().command().unwrap();
     let mut out = ReplyBuf::new(128);
     let action = dispatch(&command, &view, 0, &mut [0u8; 64], &mut out).unwrap();
     assert_eq!(
@@ -507,7 +510,7 @@ fn the_slot_is_known_before_dispatch() {
     );
     // A full output buffer: nothing written, the caller retries later.
     let mut tiny = ReplyBuf::new(4);
-    let (command, _) = parser.parse(b"PING hello\r\n").unwrap().unwrap();
+    let (command, _) = parser.parse(b"PING hello\r\n").unwrap().command().unwrap();
     assert!(dispatch(&command, &view, 0, &mut [0u8; 8], &mut tiny).is_err());
     assert_eq!(tiny.as_bytes(), b"");
 }

@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 use ringraft_tools::service::resp::{
-    Limits, Parser, ProtocolError, ReplyBuf, RespSink, parse_moved, reply_len,
+    Limits, Parsed, Parser, ProtocolError, ReplyBuf, RespSink, parse_moved, reply_len,
 };
 
 type Args = Vec<Vec<u8>>;
@@ -32,10 +32,18 @@ fn receive(stream: &[u8], cuts: &[usize], limits: Limits) -> Result<Vec<Args>, P
     for cut in cuts {
         buffer.extend_from_slice(&stream[fed..cut.max(fed)]);
         fed = fed.max(cut);
-        while let Some((command, used)) = parser.parse(&buffer)? {
-            assert!(used <= buffer.len());
-            commands.push(command.args().map(<[u8]>::to_vec).collect());
-            buffer.drain(..used);
+        loop {
+            match parser.parse(&buffer)? {
+                Parsed::Command(command, used) => {
+                    assert!(used <= buffer.len());
+                    commands.push(command.args().map(<[u8]>::to_vec).collect());
+                    buffer.drain(..used);
+                }
+                Parsed::Incomplete { skipped } => {
+                    buffer.drain(..skipped);
+                    break;
+                }
+            }
         }
     }
     assert!(buffer.is_empty(), "bytes left after the last command");
@@ -85,7 +93,7 @@ proptest! {
         let mut parser = Parser::new(limits);
         let mut at = 0;
         // Each call either consumes bytes, waits for more, or errs: it ends.
-        while let Ok(Some((command, used))) = parser.parse(&bytes[at..]) {
+        while let Ok(Parsed::Command(command, used)) = parser.parse(&bytes[at..]) {
             prop_assert!(used > 0 && at + used <= bytes.len());
             prop_assert!(command.len() <= limits.command_args_max);
             prop_assert!(command.args().all(|arg| arg.len() <= limits.bulk_bytes_max.max(limits.inline_bytes_max)));
@@ -103,7 +111,7 @@ proptest! {
         let mut parser = Parser::new(Limits::default());
         let mut at = 0;
         for expected in &commands {
-            let (command, used) = parser.parse(&stream[at..]).unwrap().unwrap();
+            let (command, used) = parser.parse(&stream[at..]).unwrap().command().unwrap();
             prop_assert_eq!(&command.args().map(<[u8]>::to_vec).collect::<Args>(), expected);
             at += used;
         }
@@ -238,4 +246,19 @@ fn moved_replies_name_slot_and_address() {
         reply_len(b"!x\r\n"),
         Err(ProtocolError::UnexpectedReplyType { got: b'!' })
     );
+}
+
+#[test]
+fn a_client_sending_only_empty_requests_cannot_fill_the_buffer() {
+    // Blank lines and empty multibulks, forever: every read can be dropped.
+    let noise = b"\r\n*0\r\n\n*-1\r\n".repeat(1000);
+    assert_eq!(
+        receive(&noise, &[5, 999, 4000], Limits::default()).unwrap(),
+        Vec::<Args>::new()
+    );
+    let mut parser = Parser::new(Limits::default());
+    match parser.parse(&noise).unwrap() {
+        Parsed::Incomplete { skipped } => assert_eq!(skipped, noise.len()),
+        Parsed::Command(..) => panic!("no command in noise"),
+    }
 }

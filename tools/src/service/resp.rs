@@ -12,11 +12,12 @@
 //! [`Parser::parse`] looks at the front of the connection's input buffer
 //! and returns one whole [`Command`] whose arguments borrow from that
 //! buffer (spans kept in a table sized once, so no allocation per command)
-//! plus the number of bytes it used, or `None` when the buffer holds only
-//! part of a command: the caller reads more and calls again with the same
-//! buffer front (the parse restarts from the command's first byte; bulk
-//! bodies are skipped by length, never scanned, so a restart costs a few
-//! header lines). Pipelined commands come out one per call.
+//! plus the number of bytes it used, or [`Parsed::Incomplete`] when the
+//! buffer holds only part of a command: the caller reads more and calls
+//! again with the same buffer front (the parse restarts from the command's
+//! first byte; bulk bodies are skipped by length, never scanned, so a
+//! restart costs a few header lines). Pipelined commands come out one per
+//! call.
 //!
 //! Bounds (a [`Limits`] field each): arguments per command
 //! (`command_args_max`), bytes per bulk argument (`bulk_bytes_max`), bytes
@@ -199,18 +200,15 @@ impl Parser {
         &self.limits
     }
 
-    /// Parses the first whole command of `input`: `Ok(Some((command,
-    /// consumed)))`, `Ok(None)` if `input` ends inside a command (empty
-    /// requests before it count as consumed only once a command follows),
-    /// or a protocol error after which the connection must be closed.
-    pub fn parse<'a>(
-        &'a mut self,
-        input: &'a [u8],
-    ) -> Result<Option<(Command<'a>, usize)>, ProtocolError> {
+    /// Parses the first whole command of `input`, or says that none has
+    /// fully arrived (and how many bytes of empty requests in front may be
+    /// dropped already), or fails with a protocol error after which the
+    /// connection must be closed.
+    pub fn parse<'a>(&'a mut self, input: &'a [u8]) -> Result<Parsed<'a>, ProtocolError> {
         let mut start = 0;
         loop {
             if start == input.len() {
-                return Ok(None);
+                return Ok(Parsed::Incomplete { skipped: start });
             }
             let outcome = if input[start] == b'*' {
                 self.parse_multibulk(input, start)?
@@ -218,14 +216,14 @@ impl Parser {
                 self.parse_inline(input, start)?
             };
             match outcome {
-                Framed::Incomplete => return Ok(None),
+                Framed::Incomplete => return Ok(Parsed::Incomplete { skipped: start }),
                 Framed::Empty { end } => start = end,
                 Framed::Command { argc, end } => {
                     let command = Command {
                         input,
                         spans: &self.spans[..argc],
                     };
-                    return Ok(Some((command, end)));
+                    return Ok(Parsed::Command(command, end));
                 }
             }
         }
@@ -340,6 +338,31 @@ impl Parser {
             return Ok(Framed::Empty { end });
         }
         Ok(Framed::Command { argc, end })
+    }
+}
+
+/// What [`Parser::parse`] found at the front of the input.
+#[derive(Debug)]
+pub enum Parsed<'a> {
+    /// A whole command, and the bytes it used (empty requests before it
+    /// included): drop them once the command is handled.
+    Command(Command<'a>, usize),
+    /// No whole command yet: read more. The first `skipped` bytes were
+    /// empty requests (blank lines, `*0`) and may be dropped now, so that a
+    /// client sending only those cannot fill the input buffer.
+    Incomplete {
+        /// Bytes that may be dropped.
+        skipped: usize,
+    },
+}
+
+impl<'a> Parsed<'a> {
+    /// The command and the bytes it used, if one was whole.
+    pub fn command(self) -> Option<(Command<'a>, usize)> {
+        match self {
+            Parsed::Command(command, used) => Some((command, used)),
+            Parsed::Incomplete { .. } => None,
+        }
     }
 }
 
@@ -602,7 +625,7 @@ mod tests {
         let mut parser = Parser::new(Limits::default());
         let mut out = Vec::new();
         let mut at = 0;
-        while let Some((command, used)) = parser.parse(&input[at..])? {
+        while let Some((command, used)) = parser.parse(&input[at..])?.command() {
             out.push(command.args().map(<[u8]>::to_vec).collect());
             at += used;
         }
@@ -687,7 +710,15 @@ mod tests {
             parser.parse(b"a b c\n").unwrap_err(),
             ProtocolError::InlineTooManyArgs
         );
-        assert!(parser.parse(b"PINGPING").unwrap().is_none());
+        assert!(matches!(
+            parser.parse(b"PINGPING").unwrap(),
+            Parsed::Incomplete { skipped: 0 }
+        ));
+        // Empty requests alone may be dropped before any command arrives.
+        assert!(matches!(
+            parser.parse(b"\r\n*0\r\n\nPI").unwrap(),
+            Parsed::Incomplete { skipped: 7 }
+        ));
         let mut parser = Parser::new(Limits {
             command_bytes_max: 16,
             ..limits
