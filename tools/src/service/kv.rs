@@ -158,7 +158,7 @@ impl Kv {
     }
 
     /// Number of keys.
-    pub fn keys(&self) -> usize {
+    pub fn key_count(&self) -> usize {
         self.map.len()
     }
 
