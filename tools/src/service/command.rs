@@ -22,7 +22,10 @@
 //!   flags say `master` with at least one slot, needs at least two of
 //!   them), then `CONFIG GET save` and `CONFIG GET appendonly` to every
 //!   master (only a warning if refused), and `CLUSTER SLOTS` after a
-//!   `-MOVED` (every master named there must have been in CLUSTER NODES).
+//!   `-MOVED` (every master named there must have been in CLUSTER NODES,
+//!   and a master that no longer appears keeps its old slots in the
+//!   benchmark's view: it then loops on MOVED, so every node that led a
+//!   group at the start must keep leading one).
 //!   Keys carry a `{tag}` chosen to land in each master's slots.
 //! - `redis-cli -c`: follows `-MOVED` by connecting to the named address;
 //!   interactive mode sends `COMMAND DOCS` once for its hints and falls
