@@ -514,3 +514,80 @@ fn the_slot_is_known_before_dispatch() {
     assert!(dispatch(&command, &view, 0, &mut [0u8; 8], &mut tiny).is_err());
     assert_eq!(tiny.as_bytes(), b"");
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use ringraft_tools::service::resp::reply_len;
+
+    fn arg() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "SET",
+                "get",
+                "DEL",
+                "xadd",
+                "XRANGE",
+                "xlen",
+                "INFO",
+                "cluster",
+                "COMMAND",
+                "CONFIG",
+                "ping",
+                "ECHO",
+                "SELECT",
+                "slots",
+                "NODES",
+                "shards",
+                "keyslot",
+                "myid",
+                "info",
+                "help",
+                "COUNT",
+                "docs",
+                "GET",
+                "*",
+                "-",
+                "+",
+                "(1-1",
+                "5-*",
+                "0-0",
+                "1",
+                "18446744073709551615-18446744073709551615",
+                "-1",
+                "{bar}s",
+                "bar",
+                "foo",
+                "MAXLEN",
+                "EX",
+                "replication",
+                "save",
+                "appendonly",
+            ])
+            .prop_map(|s: &str| s.as_bytes().to_vec()),
+            prop::collection::vec(any::<u8>(), 0..12),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Whatever the arguments, every command gets exactly one
+        /// well-formed reply and the connection stays open (QUIT aside).
+        #[test]
+        fn every_command_gets_exactly_one_well_formed_reply(
+            commands in prop::collection::vec(prop::collection::vec(arg(), 1..7), 1..8),
+        ) {
+            let mut node = Node::new();
+            for args in &commands {
+                let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+                let mut request = ReplyBuf::new(1 << 12);
+                request.command(&args).unwrap();
+                let quit = args[0].eq_ignore_ascii_case(b"QUIT");
+                let (reply, closed) = node.send(request.as_bytes());
+                prop_assert_eq!(closed, quit);
+                prop_assert_eq!(reply_len(&reply).unwrap(), Some(reply.len()), "{:?}", String::from_utf8_lossy(&reply));
+            }
+        }
+    }
+}

@@ -347,3 +347,33 @@ fn a_payload_from_elsewhere_stops_apply_at_the_entry_before() {
         Err(ApplyError::MalformedQuery)
     );
 }
+
+proptest! {
+    /// Bytes that are not a payload of this service stop apply with a typed
+    /// error (never a panic), and a valid prefix of the batch stays applied.
+    #[test]
+    fn foreign_payloads_are_typed_errors(
+        ops in prop::collection::vec(op(), 0..10),
+        garbage in prop::collection::vec(any::<u8>(), 1..64),
+        query in prop::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let mut kv = Kv::new(KvConfig::default());
+        apply_all(&mut kv, &ops, 3);
+        let before = kv.applied();
+        let mut slots = ResponseSlots::new(8, RESPONSE_BYTES_MAX);
+        let id = IoId::new(2, before.index + 1);
+        match kv.apply(std::iter::once(Entry { id, payload: &garbage }), &mut slots) {
+            Ok(()) => {
+                // Garbage that happens to decode is a write with a reply.
+                prop_assert_eq!(kv.applied(), id);
+                prop_assert!(!slots.response(id).unwrap().is_empty());
+            }
+            Err(error) => {
+                prop_assert_eq!(error, ApplyError::Malformed { id });
+                prop_assert_eq!(kv.applied(), before);
+            }
+        }
+        let mut out = ReplyBuf::new(1 << 16);
+        let _ = kv.query(&query, &mut out.writer());
+    }
+}
