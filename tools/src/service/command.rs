@@ -620,25 +620,27 @@ fn bulk_text<S: RespSink>(
     out.put(b"\r\n")
 }
 
-/// A node's 40-hex-digit name: the cluster id then the node id.
+/// A node's 40-hex-digit name (CLUSTER MYID/NODES/SLOTS): 8 zeros, the
+/// cluster id (16 digits), then the node id (16 digits).
 pub fn node_name(cluster_id: u64, node_id: u64) -> [u8; 40] {
-    let mut name = [0u8; 40];
-    let text = format_hex(cluster_id, node_id);
-    name.copy_from_slice(&text);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut name = [b'0'; 40];
+    let (cluster_part, node_part) = name[8..].split_at_mut(16);
+    for (part, id) in [(cluster_part, cluster_id), (node_part, node_id)] {
+        for (i, digit) in part.iter_mut().enumerate() {
+            *digit = HEX[((id >> (60 - 4 * i)) & 0xf) as usize];
+        }
+    }
     name
 }
 
-fn format_hex(cluster_id: u64, node_id: u64) -> [u8; 40] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [b'0'; 40];
-    // Digits 0..24: cluster id (zero-padded); 24..40: node id.
-    for (i, byte) in out[8..24].iter_mut().enumerate() {
-        *byte = HEX[((cluster_id >> (60 - 4 * i)) & 0xf) as usize];
-    }
-    for (i, byte) in out[24..40].iter_mut().enumerate() {
-        *byte = HEX[((node_id >> (60 - 4 * i)) & 0xf) as usize];
-    }
-    out
+/// Writes `addr`'s IP as text into `buf`.
+fn ip_text(addr: std::net::SocketAddr, buf: &mut [u8; 64]) -> &[u8] {
+    use std::io::Write as _;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    write!(cursor, "{}", addr.ip()).expect("an IP fits 64 bytes");
+    let len = cursor.position() as usize;
+    &buf[..len]
 }
 
 fn name_str(name: &[u8; 40]) -> &str {
@@ -823,19 +825,11 @@ fn slots_node<S: RespSink>(
     out: &mut S,
 ) -> Result<(), ResponseTooLarge> {
     let node = view.routing.node(id).expect("routing nodes are known");
+    let mut ip = [0u8; 64];
     out.array(3)?;
-    let mut text = Text::new(out);
-    let _ = write!(text, "${}\r\n{}\r\n", ip_len(node.client), node.client.ip());
-    text.finish()?;
+    out.bulk(ip_text(node.client, &mut ip))?;
     out.integer(i64::from(node.client.port()))?;
     out.bulk(&node_name(view.cluster_id, id))
-}
-
-fn ip_len(addr: std::net::SocketAddr) -> usize {
-    let mut counter = Counter::default();
-    let mut text = Text::new(&mut counter);
-    let _ = write!(text, "{}", addr.ip());
-    counter.bytes
 }
 
 fn cluster_slots<S: RespSink>(view: &ServerView<'_>, out: &mut S) -> Result<(), ResponseTooLarge> {
@@ -872,13 +866,7 @@ fn cluster_shards<S: RespSink>(view: &ServerView<'_>, out: &mut S) -> Result<(),
         out.array(view.routing.nodes().len())?;
         for node in view.routing.nodes() {
             let mut ip = [0u8; 64];
-            let ip_text = {
-                let mut cursor = std::io::Cursor::new(&mut ip[..]);
-                use std::io::Write as _;
-                write!(cursor, "{}", node.client.ip()).expect("an ip fits 64 bytes");
-                cursor.position() as usize
-            };
-            let ip = &ip[..ip_text];
+            let ip = ip_text(node.client, &mut ip);
             out.array(14)?;
             out.bulk(b"id")?;
             out.bulk(&node_name(view.cluster_id, node.id))?;
