@@ -262,3 +262,23 @@ fn a_client_sending_only_empty_requests_cannot_fill_the_buffer() {
         Parsed::Command(..) => panic!("no command in noise"),
     }
 }
+
+#[test]
+fn a_command_arriving_byte_by_byte_resumes_where_it_stopped() {
+    let mut out = ReplyBuf::new(1 << 16);
+    let value = vec![b'x'; 3000];
+    let args: Vec<&[u8]> = [&b"XADD"[..], b"s", b"*"]
+        .into_iter()
+        .chain(std::iter::repeat_n(&value[..], 10))
+        .collect();
+    out.command(&args).unwrap();
+    out.put(b"PING with words\r\n").unwrap();
+    let stream = out.as_bytes();
+    let cuts: Vec<usize> = (0..stream.len()).collect();
+    let got = receive(stream, &cuts, Limits::default()).unwrap();
+    let expected: Vec<Args> = vec![
+        args.iter().map(|a| a.to_vec()).collect(),
+        vec![b"PING".to_vec(), b"with".to_vec(), b"words".to_vec()],
+    ];
+    assert_eq!(got, expected);
+}

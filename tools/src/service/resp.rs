@@ -14,10 +14,10 @@
 //! buffer (spans kept in a table sized once, so no allocation per command)
 //! plus the number of bytes it used, or [`Parsed::Incomplete`] when the
 //! buffer holds only part of a command: the caller reads more and calls
-//! again with the same buffer front (the parse restarts from the command's
-//! first byte; bulk bodies are skipped by length, never scanned, so a
-//! restart costs a few header lines). Pipelined commands come out one per
-//! call.
+//! again with the same buffer front, and the parser resumes at the first
+//! argument it had not finished (bulk bodies are skipped by length, never
+//! scanned), so a command trickling in byte by byte costs linear time.
+//! Pipelined commands come out one per call.
 //!
 //! Bounds (a [`Limits`] field each): arguments per command
 //! (`command_args_max`), bytes per bulk argument (`bulk_bytes_max`), bytes
@@ -169,12 +169,33 @@ impl<'a> Command<'a> {
     }
 }
 
-/// The request parser of one connection. Holds only the span table, sized
-/// once by `command_args_max`.
+/// The request parser of one connection: the span table, sized once by
+/// `command_args_max`, and where it stopped inside a partial command.
 #[derive(Debug)]
 pub struct Parser {
     limits: Limits,
+    /// Argument i of the command being parsed is `request[spans[i]]`, in
+    /// offsets from the command's first byte.
     spans: Box<[Span]>,
+    progress: Progress,
+}
+
+/// How far the parse of a partial command at the front of the input got,
+/// so the next call resumes there instead of rescanning. Kept only for a
+/// command that starts at offset 0 (nothing skipped before it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Progress {
+    Fresh,
+    /// `done` of `argc` arguments are whole; the next starts at `pos`.
+    Multibulk {
+        argc: usize,
+        done: usize,
+        pos: usize,
+    },
+    /// The first `scanned` bytes hold no newline.
+    Inline {
+        scanned: usize,
+    },
 }
 
 /// Outcome of a header line read.
@@ -192,6 +213,7 @@ impl Parser {
         Parser {
             limits,
             spans: vec![Span::default(); limits.command_args_max].into_boxed_slice(),
+            progress: Progress::Fresh,
         }
     }
 
@@ -204,54 +226,85 @@ impl Parser {
     /// fully arrived (and how many bytes of empty requests in front may be
     /// dropped already), or fails with a protocol error after which the
     /// connection must be closed.
+    ///
+    /// Contract: after [`Parsed::Incomplete`], the next call gets the same
+    /// bytes at the front (minus at most the `skipped` ones), more appended.
+    /// The parser then resumes where it stopped.
     pub fn parse<'a>(&'a mut self, input: &'a [u8]) -> Result<Parsed<'a>, ProtocolError> {
         let mut start = 0;
+        let progress = std::mem::replace(&mut self.progress, Progress::Fresh);
         loop {
             if start == input.len() {
                 return Ok(Parsed::Incomplete { skipped: start });
             }
-            let outcome = if input[start] == b'*' {
-                self.parse_multibulk(input, start)?
+            let request = &input[start..];
+            // Progress belongs to a command at offset 0 only.
+            let resume = if start == 0 {
+                progress
             } else {
-                self.parse_inline(input, start)?
+                Progress::Fresh
+            };
+            let outcome = if request[0] == b'*' {
+                self.parse_multibulk(request, resume)?
+            } else {
+                self.parse_inline(request, resume)?
             };
             match outcome {
-                Framed::Incomplete => return Ok(Parsed::Incomplete { skipped: start }),
-                Framed::Empty { end } => start = end,
+                Framed::Incomplete(progress) => {
+                    if start == 0 {
+                        self.progress = progress;
+                    }
+                    return Ok(Parsed::Incomplete { skipped: start });
+                }
+                Framed::Empty { end } => start += end,
                 Framed::Command { argc, end } => {
                     let command = Command {
-                        input,
+                        input: request,
                         spans: &self.spans[..argc],
                     };
-                    return Ok(Parsed::Command(command, end));
+                    return Ok(Parsed::Command(command, start + end));
                 }
             }
         }
     }
 
-    fn parse_multibulk(&mut self, input: &[u8], start: usize) -> Result<Framed, ProtocolError> {
-        let (count, mut pos) = match read_number(input, start + 1) {
-            Line::Number(n, end) => (n, end),
-            Line::Incomplete => return Ok(Framed::Incomplete),
-            Line::Malformed => return Err(ProtocolError::InvalidMultibulkLength),
+    /// Parses a multibulk request at the front of `request` (offsets are
+    /// from its first byte).
+    fn parse_multibulk(
+        &mut self,
+        request: &[u8],
+        resume: Progress,
+    ) -> Result<Framed, ProtocolError> {
+        let (argc, done, mut pos) = match resume {
+            Progress::Multibulk { argc, done, pos } if pos <= request.len() => (argc, done, pos),
+            _ => {
+                let (count, pos) = match read_number(request, 1) {
+                    Line::Number(n, end) => (n, end),
+                    Line::Incomplete => return Ok(Framed::Incomplete(Progress::Fresh)),
+                    Line::Malformed => return Err(ProtocolError::InvalidMultibulkLength),
+                };
+                if count <= 0 {
+                    return Ok(Framed::Empty { end: pos });
+                }
+                let argc =
+                    usize::try_from(count).map_err(|_| ProtocolError::InvalidMultibulkLength)?;
+                if argc > self.limits.command_args_max {
+                    return Err(ProtocolError::InvalidMultibulkLength);
+                }
+                (argc, 0, pos)
+            }
         };
-        if count <= 0 {
-            return Ok(Framed::Empty { end: pos });
-        }
-        let argc = usize::try_from(count).map_err(|_| ProtocolError::InvalidMultibulkLength)?;
-        if argc > self.limits.command_args_max {
-            return Err(ProtocolError::InvalidMultibulkLength);
-        }
-        for i in 0..argc {
-            let Some(&first) = input.get(pos) else {
-                return Ok(Framed::Incomplete);
+        for i in done..argc {
+            let incomplete = Framed::Incomplete(Progress::Multibulk { argc, done: i, pos });
+            let Some(&first) = request.get(pos) else {
+                return Ok(incomplete);
             };
             if first != b'$' {
                 return Err(ProtocolError::ExpectedBulk { got: first });
             }
-            let (len, body) = match read_number(input, pos + 1) {
+            let (len, body) = match read_number(request, pos + 1) {
                 Line::Number(n, end) => (n, end),
-                Line::Incomplete => return Ok(Framed::Incomplete),
+                Line::Incomplete => return Ok(incomplete),
                 Line::Malformed => return Err(ProtocolError::InvalidBulkLength),
             };
             let len = usize::try_from(len).map_err(|_| ProtocolError::InvalidBulkLength)?;
@@ -259,13 +312,13 @@ impl Parser {
                 return Err(ProtocolError::InvalidBulkLength);
             }
             let end = body + len + 2;
-            if end - start > self.limits.command_bytes_max {
+            if end > self.limits.command_bytes_max {
                 return Err(ProtocolError::CommandTooLarge);
             }
-            if end > input.len() {
-                return Ok(Framed::Incomplete);
+            if end > request.len() {
+                return Ok(incomplete);
             }
-            if &input[body + len..end] != b"\r\n" {
+            if &request[body + len..end] != b"\r\n" {
                 return Err(ProtocolError::BulkNotTerminated);
             }
             self.spans[i] = Span {
@@ -277,39 +330,59 @@ impl Parser {
         Ok(Framed::Command { argc, end: pos })
     }
 
-    fn parse_inline(&mut self, input: &[u8], start: usize) -> Result<Framed, ProtocolError> {
-        let window_end = input.len().min(start + self.limits.inline_bytes_max + 1);
-        let Some(newline) = input[start..window_end].iter().position(|&b| b == b'\n') else {
-            if window_end - start > self.limits.inline_bytes_max {
+    /// Parses an inline request at the front of `request`.
+    fn parse_inline(&mut self, request: &[u8], resume: Progress) -> Result<Framed, ProtocolError> {
+        let scanned = match resume {
+            Progress::Inline { scanned } if scanned <= request.len() => scanned,
+            _ => 0,
+        };
+        let window_end = request.len().min(self.limits.inline_bytes_max + 1);
+        let Some(newline) = request[scanned..window_end]
+            .iter()
+            .position(|&b| b == b'\n')
+        else {
+            if window_end > self.limits.inline_bytes_max {
                 return Err(ProtocolError::InlineTooBig);
             }
-            return Ok(Framed::Incomplete);
+            return Ok(Framed::Incomplete(Progress::Inline {
+                scanned: window_end,
+            }));
         };
-        let line_end = start + newline;
+        let line_end = scanned + newline;
         let end = line_end + 1;
-        if end - start > self.limits.command_bytes_max {
+        if end > self.limits.command_bytes_max {
             return Err(ProtocolError::CommandTooLarge);
         }
-        let mut pos = start;
+        let argc = self.split_words(&request[..line_end])?;
+        if argc == 0 {
+            return Ok(Framed::Empty { end });
+        }
+        Ok(Framed::Command { argc, end })
+    }
+
+    /// Splits an inline line into words (quotes group), filling the span
+    /// table; returns the word count.
+    fn split_words(&mut self, line: &[u8]) -> Result<usize, ProtocolError> {
+        let mut pos = 0;
         let mut argc = 0;
         loop {
-            while pos < line_end && input[pos].is_ascii_whitespace() {
+            while pos < line.len() && line[pos].is_ascii_whitespace() {
                 pos += 1;
             }
-            if pos == line_end {
-                break;
+            if pos == line.len() {
+                return Ok(argc);
             }
-            let span = match input[pos] {
+            let span = match line[pos] {
                 quote @ (b'"' | b'\'') => {
                     let body = pos + 1;
-                    let Some(len) = input[body..line_end].iter().position(|&b| b == quote) else {
+                    let Some(len) = line[body..].iter().position(|&b| b == quote) else {
                         return Err(ProtocolError::UnbalancedQuotes);
                     };
-                    if quote == b'"' && input[body..body + len].contains(&b'\\') {
+                    if quote == b'"' && line[body..body + len].contains(&b'\\') {
                         return Err(ProtocolError::InlineEscape);
                     }
                     pos = body + len + 1;
-                    if pos < line_end && !input[pos].is_ascii_whitespace() {
+                    if pos < line.len() && !line[pos].is_ascii_whitespace() {
                         return Err(ProtocolError::UnbalancedQuotes);
                     }
                     Span {
@@ -319,7 +392,7 @@ impl Parser {
                 }
                 _ => {
                     let word = pos;
-                    while pos < line_end && !input[pos].is_ascii_whitespace() {
+                    while pos < line.len() && !line[pos].is_ascii_whitespace() {
                         pos += 1;
                     }
                     Span {
@@ -334,10 +407,6 @@ impl Parser {
             self.spans[argc] = span;
             argc += 1;
         }
-        if argc == 0 {
-            return Ok(Framed::Empty { end });
-        }
-        Ok(Framed::Command { argc, end })
     }
 }
 
@@ -368,7 +437,8 @@ impl<'a> Parsed<'a> {
 
 /// What one request at the front of the buffer turned out to be.
 enum Framed {
-    Incomplete,
+    /// Not whole yet; where the parse stopped.
+    Incomplete(Progress),
     /// An empty request (`*0`, `*-1`, a blank line): skipped.
     Empty {
         end: usize,
@@ -715,6 +785,7 @@ mod tests {
             Parsed::Incomplete { skipped: 0 }
         ));
         // Empty requests alone may be dropped before any command arrives.
+        let mut parser = Parser::new(limits);
         assert!(matches!(
             parser.parse(b"\r\n*0\r\n\nPI").unwrap(),
             Parsed::Incomplete { skipped: 7 }
