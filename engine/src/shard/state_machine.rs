@@ -22,6 +22,8 @@
 //! - An entry with an empty payload is the leader's empty entry of its term:
 //!   it changes nothing but still advances [`StateMachine::applied`] (its
 //!   reply is empty).
+//! - Entries come in log order, each after [`StateMachine::applied`]
+//!   (anything else is a runtime bug, and may panic).
 //! - A reply that does not fit its slot is a [`ResponseTooLarge`]; the
 //!   application then writes a short error reply instead (the slot size is
 //!   at least [`StateMachine::response_bytes_max`], which the runtime reads
@@ -139,10 +141,12 @@ pub trait StateMachine {
 
     /// Writes the snapshot's bytes from `offset` into `out` and says how many
     /// it wrote. A build starts at offset 0 (which captures `applied()` as
-    /// the snapshot's id) and goes on at `offset + bytes` until `done`; it
-    /// must not be interleaved with `apply` (a changed state is
-    /// [`SnapshotError::StateChanged`]; restart at 0). A chunk is never empty
-    /// unless `done`.
+    /// the snapshot's id) and usually goes on at `offset + bytes` until
+    /// `done`; an implementation may also accept other offsets of the same
+    /// build (to resend a lost chunk) or answer
+    /// [`SnapshotError::UnexpectedOffset`]. A build must not be interleaved
+    /// with `apply` (a changed state is [`SnapshotError::StateChanged`];
+    /// restart at 0). A chunk is never empty unless `done`.
     fn snapshot_chunk(
         &mut self,
         offset: u64,

@@ -380,17 +380,14 @@ impl StateMachine for Kv {
                 got: offset,
             });
         };
-        if cursor.next_offset != offset {
-            return Err(SnapshotError::UnexpectedOffset {
-                expected: cursor.next_offset,
-                got: offset,
-            });
-        }
         if cursor.snapshot != self.applied {
             return Err(SnapshotError::StateChanged {
                 snapshot: cursor.snapshot,
                 applied: self.applied,
             });
+        }
+        if cursor.next_offset != offset {
+            seek(&self.map, self.stream_entries, cursor, offset)?;
         }
         let mut written = 0;
         while written < out.len() && cursor.item != BuildItem::End {
@@ -761,6 +758,40 @@ fn item_parts<'m>(
         }
         BuildItem::End => unreachable!("no item past the end"),
     }
+}
+
+/// Moves the cursor to byte `offset` of the snapshot (back to the start
+/// first if `offset` is behind it), walking items without copying them.
+fn seek(
+    map: &BTreeMap<Box<[u8]>, Value>,
+    stream_entries: usize,
+    cursor: &mut BuildCursor,
+    offset: u64,
+) -> Result<(), SnapshotError> {
+    if offset < cursor.next_offset {
+        cursor.next_offset = 0;
+        cursor.item = BuildItem::Header;
+        cursor.item_offset = 0;
+        cursor.key.clear();
+    }
+    while cursor.next_offset < offset {
+        if cursor.item == BuildItem::End {
+            return Err(SnapshotError::UnexpectedOffset {
+                expected: cursor.next_offset,
+                got: offset,
+            });
+        }
+        let mut fixed = [0u8; FIXED_BYTES_MAX];
+        let (fixed_len, a, b) = item_parts(map, stream_entries, cursor, &mut fixed);
+        let left = fixed_len + a.len() + b.len() - cursor.item_offset;
+        let step = left.min(usize::try_from(offset - cursor.next_offset).unwrap_or(usize::MAX));
+        cursor.item_offset += step;
+        cursor.next_offset += step as u64;
+        if step == left {
+            advance(map, cursor);
+        }
+    }
+    Ok(())
 }
 
 /// Moves the cursor to the item after the current one.
