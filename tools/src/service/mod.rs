@@ -17,7 +17,8 @@
 //! | `slots.rs` | key → hash slot → group; the routing table and `-MOVED` |
 //! | `payload.rs` | the binary log payload of a write and of a read request |
 //! | `command.rs` | command table, arity, dispatch; INFO and CLUSTER replies |
-//! | `kv.rs` | the KV + stream state machine (`StateMachine`), its snapshot |
+//! | `kv.rs` | the KV + stream state machine (`StateMachine`) |
+//! | `snapshot.rs` | its snapshot format, chunked build and checked install |
 //! | `stream.rs` | stream ids and one stream's entries |
 
 pub mod command;
@@ -25,4 +26,5 @@ pub mod kv;
 pub mod payload;
 pub mod resp;
 pub mod slots;
+mod snapshot;
 pub mod stream;
