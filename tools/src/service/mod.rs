@@ -16,12 +16,16 @@
 //! | `resp.rs` | RESP2 parser (pipelined, partial input, bounded) and reply writer |
 //! | `slots.rs` | key → hash slot → group; the routing table and `-MOVED` |
 //! | `payload.rs` | the binary log payload of a write and of a read request |
-//! | `command.rs` | command table, arity, dispatch; INFO and CLUSTER replies |
+//! | `command.rs` | command table, arity, dispatch, errors; COMMAND and CONFIG |
+//! | `cluster.rs` | CLUSTER SLOTS/SHARDS/NODES/INFO/MYID/KEYSLOT |
+//! | `info.rs` | INFO sections |
 //! | `kv.rs` | the KV + stream state machine (`StateMachine`) |
 //! | `snapshot.rs` | its snapshot format, chunked build and checked install |
 //! | `stream.rs` | stream ids and one stream's entries |
 
+mod cluster;
 pub mod command;
+mod info;
 pub mod kv;
 pub mod payload;
 pub mod resp;
