@@ -6,7 +6,8 @@
 //!                               writes that may have   a valid entry continuing
 //!                               been in flight at the  the log here cannot be a
 //!                               crash: torn tail, cut  torn write: damage at E
-//!  w = recovery_window_bytes = flush_ios_max x (largest write + 4 KiB)
+//!  w = superblock.inflight_bytes_max: the flusher never has writes in flight
+//!      reaching further than w past the durable point (and E >= durable)
 //! ```
 //! The scan reads the file segment by segment into ring memory at the same
 //! offsets the writer uses, checking CRC, index continuity and non-decreasing
@@ -23,7 +24,7 @@ use crate::IoId;
 use crate::error::{Result, WalError};
 use crate::record::{self, HEADER_BYTES, RECORD_ALIGN_BYTES, RecordError, RecordKind};
 use crate::ring::{block_ceil, block_floor};
-use crate::wal::{RecoveryReport, Wal, recovery_window_bytes};
+use crate::wal::{RecoveryReport, Wal};
 
 /// What the look-ahead past the end found.
 #[derive(Debug, Default)]
@@ -106,7 +107,7 @@ impl Wal {
             position += size;
         };
         let end = position;
-        let window = recovery_window_bytes(&self.tuning);
+        let window = superblock.inflight_bytes_max;
         let term_floor = last.term.max(superblock.truncate_term);
         let look_end = (end + 2 * window).min(limit);
         let loaded_end = block_ceil(look_end);

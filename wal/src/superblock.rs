@@ -26,7 +26,9 @@
 //!         104     8     hard_commit
 //!         112     8     truncate_term    term of the last truncate_after: records of a
 //!                                        lower term past the tail are dead remnants
-//!         120     3976  zero
+//!         120     8     inflight_bytes_max  bound on bytes past the durable point that
+//!                                        writes in flight may touch (recovery's window)
+//!         128     3968  zero
 //! ```
 //! All integers little-endian. A *log position* is a byte position in the
 //! data area that only grows: file offset = `SUPERBLOCK_AREA_BYTES + position % capacity_bytes`.
@@ -75,6 +77,9 @@ pub struct Superblock {
     pub hard_state: HardState,
     /// Term of the last truncation.
     pub truncate_term: u64,
+    /// Writes in flight never reach further than this past the durable
+    /// point: recovery's torn-tail window.
+    pub inflight_bytes_max: u64,
 }
 
 /// Why one copy is unusable (open falls back to the other).
@@ -104,6 +109,7 @@ impl Superblock {
         put(96, &self.hard_state.vote.to_le_bytes());
         put(104, &self.hard_state.commit.to_le_bytes());
         put(112, &self.truncate_term.to_le_bytes());
+        put(120, &self.inflight_bytes_max.to_le_bytes());
         let crc = crc32c::crc32c(&dst[4..]);
         dst[0..4].copy_from_slice(&crc.to_le_bytes());
     }
@@ -134,6 +140,7 @@ impl Superblock {
                 commit: u64_at(104),
             },
             truncate_term: u64_at(112),
+            inflight_bytes_max: u64_at(120),
         };
         Ok((superblock, u32_at(8)))
     }
@@ -181,6 +188,7 @@ mod tests {
                 commit: 6,
             },
             truncate_term: 2,
+            inflight_bytes_max: 1 << 16,
         }
     }
 

@@ -80,6 +80,11 @@ pub struct CreateOptions {
     pub capacity_bytes: u64,
     /// Size of ring memory (a multiple of 4 KiB).
     pub ring_bytes: u64,
+    /// Bound on the bytes past the durable point that writes in flight may
+    /// touch; also how far past the end recovery treats bad records as a
+    /// torn tail rather than damage. At most (ring_bytes - 4096) / 2, at
+    /// least the largest write plus two blocks.
+    pub inflight_bytes_max: u64,
     /// Write the whole data area once so later overwrites change no file
     /// metadata (false: only fallocate, for measuring the difference).
     pub write_through: bool,
@@ -94,6 +99,7 @@ impl Default for CreateOptions {
             shard_id: 0,
             capacity_bytes: 1 << 30,
             ring_bytes: 64 << 20,
+            inflight_bytes_max: 8 << 20,
             write_through: true,
             tuning: Tuning::default(),
         }
@@ -268,7 +274,12 @@ impl Wal {
     /// Creates a WAL file at `path` (which must not exist) and opens it.
     pub fn create(path: impl AsRef<Path>, options: &CreateOptions) -> Result<Wal> {
         let path = path.as_ref();
-        check_geometry(options.capacity_bytes, options.ring_bytes, &options.tuning)?;
+        check_geometry(
+            options.capacity_bytes,
+            options.ring_bytes,
+            options.inflight_bytes_max,
+            &options.tuning,
+        )?;
         let file = open_direct(path, false, true)?;
         let file_bytes = SUPERBLOCK_AREA_BYTES + options.capacity_bytes;
         // SAFETY: plain syscall on our descriptor.
@@ -301,6 +312,7 @@ impl Wal {
                 start_prev: IoId::ZERO,
                 hard_state: HardState::default(),
                 truncate_term: 0,
+                inflight_bytes_max: options.inflight_bytes_max,
             };
             superblock.encode(block.slice_mut(0, SUPERBLOCK_BYTES));
             file.write_all_at(
@@ -326,6 +338,19 @@ impl Wal {
         Wal::open(path, &open)
     }
 
+    /// Reads the superblock of a WAL file without opening the log (tools
+    /// size their buffers from it).
+    pub fn read_superblock(path: impl AsRef<Path>) -> Result<Superblock> {
+        let file = open_direct(path.as_ref(), true, false)?;
+        let mut buffer = AlignedMemory::new(2 * SUPERBLOCK_BYTES, "superblock buffer")?;
+        file.read_exact_at(buffer.slice_mut(0, 2 * SUPERBLOCK_BYTES), 0)
+            .map_err(|e| WalError::io("read superblock", e))?;
+        Superblock::pick(
+            buffer.slice(0, SUPERBLOCK_BYTES),
+            buffer.slice(SUPERBLOCK_BYTES, SUPERBLOCK_BYTES),
+        )
+    }
+
     /// Opens an existing WAL file and recovers its log (see [`RecoveryReport`]).
     pub fn open(path: impl AsRef<Path>, options: &OpenOptions) -> Result<Wal> {
         let file = open_direct(path.as_ref(), options.read_only, false)?;
@@ -345,7 +370,12 @@ impl Wal {
             });
         }
         let tuning = options.tuning;
-        check_geometry(superblock.capacity_bytes, superblock.ring_bytes, &tuning)?;
+        check_geometry(
+            superblock.capacity_bytes,
+            superblock.ring_bytes,
+            superblock.inflight_bytes_max,
+            &tuning,
+        )?;
         let file_bytes = file
             .metadata()
             .map_err(|e| WalError::io("stat WAL file", e))?
@@ -712,7 +742,9 @@ impl Wal {
             {
                 break;
             }
-            self.push_next_write();
+            if !self.push_next_write() {
+                break;
+            }
             issued += 1;
         }
         if issued > 0
@@ -723,14 +755,20 @@ impl Wal {
         Ok(issued)
     }
 
-    /// Queues one write of the dirty range from `submitted_position`.
-    fn push_next_write(&mut self) {
+    /// Queues one write of the dirty range from `submitted_position`, unless
+    /// it would reach more than `inflight_bytes_max` past the durable point
+    /// while other writes are in flight (recovery relies on that bound).
+    fn push_next_write(&mut self) -> bool {
         let start = block_floor(self.submitted_position);
         let segment_end = self.segment_end(start);
         let mut end = self.accepted_position.min(segment_end);
         let mut last_id = self.last_id;
         if end != self.accepted_position || end - start > self.tuning.flush_io_bytes_max as u64 {
             (end, last_id) = self.write_end(start, end);
+        }
+        let reach = block_ceil(end) - block_floor(self.durable_position);
+        if self.flusher.in_flight() > 0 && reach > self.superblock.inflight_bytes_max {
+            return false;
         }
         let len = (block_ceil(end) - start) as u32;
         let at = self.ring_offset(start);
@@ -749,6 +787,7 @@ impl Wal {
         self.submitted_position = end;
         self.submitted_id = last_id;
         self.submitted.advance(last_id);
+        true
     }
 
     /// Where a write starting at block `start` ends when it cannot take all
@@ -1159,7 +1198,12 @@ fn take_records(
     Ok((len, entries, last))
 }
 
-fn check_geometry(capacity_bytes: u64, ring_bytes: u64, tuning: &Tuning) -> Result<()> {
+fn check_geometry(
+    capacity_bytes: u64,
+    ring_bytes: u64,
+    inflight_bytes_max: u64,
+    tuning: &Tuning,
+) -> Result<()> {
     let block = BLOCK_BYTES as u64;
     let invalid = |why| Err(WalError::InvalidOptions(why));
     if ring_bytes == 0 || !ring_bytes.is_multiple_of(block) {
@@ -1182,20 +1226,19 @@ fn check_geometry(capacity_bytes: u64, ring_bytes: u64, tuning: &Tuning) -> Resu
     {
         return invalid("read_buffer_bytes and flush_io_bytes_max must be block multiples");
     }
-    if 2 * recovery_window_bytes(tuning) + block > ring_bytes {
-        return invalid("ring_bytes must exceed twice flush_ios_max x flush_io_bytes_max");
+    if 2 * inflight_bytes_max + block > ring_bytes {
+        return invalid("inflight_bytes_max must be at most (ring_bytes - 4096) / 2");
+    }
+    let write_bytes_max = tuning.flush_io_bytes_max.max(tuning.read_buffer_bytes) as u64;
+    if write_bytes_max + 2 * block > inflight_bytes_max {
+        return invalid(
+            "inflight_bytes_max must exceed the largest write (flush_io_bytes_max, read_buffer_bytes) by two blocks",
+        );
     }
     if tuning.watermark_waiters_max == 0 {
         return invalid("watermark_waiters_max must be at least 1");
     }
     Ok(())
-}
-
-/// How far past the end of the valid log writes may have been in flight at a
-/// crash: beyond it, a valid continuing entry means damage, not a torn tail.
-pub(crate) fn recovery_window_bytes(tuning: &Tuning) -> u64 {
-    let io_bytes_max = tuning.flush_io_bytes_max.max(tuning.read_buffer_bytes) as u64;
-    tuning.flush_ios_max as u64 * (io_bytes_max + BLOCK_BYTES as u64)
 }
 
 impl Drop for Wal {

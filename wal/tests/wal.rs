@@ -11,8 +11,8 @@ use ringraft_wal::record::{self, HEADER_BYTES, RecordKind};
 use ringraft_wal::{HardState, IoId, OpenOptions, Tuning, Wal, WalError};
 
 const DATA_OFFSET: u64 = 8192;
-/// recovery window of `tuning()`: 2 x (32 KiB + 4 KiB).
-const WINDOW_BYTES: u64 = 2 * (36 << 10);
+/// Recovery's torn-tail window.
+const WINDOW_BYTES: u64 = INFLIGHT_BYTES_MAX;
 
 /// (index, file offset, record bytes, payload bytes) of every entry of the
 /// first lap, parsed straight from the file.
@@ -458,4 +458,61 @@ fn a_read_only_open_writes_nothing() {
     check_entries(&mut wal, 1, 10, |_| 1);
     drop(wal);
     assert!(std::fs::read(&path).unwrap() == before);
+}
+
+/// Sets or clears the immutable attribute; writes to an open descriptor then
+/// fail with EPERM on ext4/xfs. Needs CAP_LINUX_IMMUTABLE.
+fn set_immutable(path: &Path, on: bool) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
+    const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
+    const FS_IMMUTABLE_FL: libc::c_long = 0x10;
+    let file = std::fs::File::open(path)?;
+    let mut flags: libc::c_long = 0;
+    // SAFETY: the ioctl writes one long into `flags`.
+    if unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_GETFLAGS, &mut flags) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    flags = if on {
+        flags | FS_IMMUTABLE_FL
+    } else {
+        flags & !FS_IMMUTABLE_FL
+    };
+    // SAFETY: the ioctl reads one long from `flags`.
+    if unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_SETFLAGS, &flags) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[test]
+fn a_failed_write_stops_the_wal_and_is_never_reported_flushed() {
+    let (_dir, path, mut wal) = temp_wal();
+    append_range(&mut wal, 1, 1, 20);
+    wal.sync().unwrap();
+    if let Err(error) = set_immutable(&path, true) {
+        // Without CAP_LINUX_IMMUTABLE there is no way to make a write fail here.
+        eprintln!("skipped: cannot set the immutable attribute ({error})");
+        return;
+    }
+    wal.append(1, b"never durable").unwrap();
+    let outcome = wal.sync();
+    set_immutable(&path, false).unwrap();
+    match outcome {
+        Err(WalError::Failed { errno, .. }) => assert_eq!(errno, libc::EPERM),
+        other => panic!("expected a fail-stop, got {other:?}"),
+    }
+    assert_eq!(
+        wal.flushed().get(),
+        IoId::new(1, 20),
+        "never reported flushed"
+    );
+    // Fail-stop: nothing is retried, everything refuses from now on.
+    assert!(matches!(wal.append(1, b"x"), Err(WalError::Failed { .. })));
+    assert!(matches!(wal.flush_submit(), Err(WalError::Failed { .. })));
+    assert!(matches!(wal.sync(), Err(WalError::Failed { .. })));
+    drop(wal);
+    let mut wal = reopen(&path);
+    assert_eq!(wal.last_id(), IoId::new(1, 20));
+    check_entries(&mut wal, 1, 20, |_| 1);
 }

@@ -10,9 +10,10 @@ use ringraft_wal::{CreateOptions, IoId, OpenOptions, Tuning, Wal, record};
 pub const CLUSTER: u128 = 0xC0FFEE;
 pub const CAPACITY_BYTES: u64 = 1 << 20;
 pub const RING_BYTES: u64 = 256 << 10;
+pub const INFLIGHT_BYTES_MAX: u64 = 64 << 10;
 
 /// Small buffers so a few hundred KiB exercise wrap-around, file reads and
-/// the recovery window (2 x (32 KiB + 4 KiB) = 72 KiB).
+/// the recovery window (`INFLIGHT_BYTES_MAX`).
 pub fn tuning() -> Tuning {
     Tuning {
         flush_ios_max: 2,
@@ -29,6 +30,7 @@ pub fn create_options() -> CreateOptions {
         shard_id: 1,
         capacity_bytes: CAPACITY_BYTES,
         ring_bytes: RING_BYTES,
+        inflight_bytes_max: INFLIGHT_BYTES_MAX,
         write_through: true,
         tuning: tuning(),
     }
