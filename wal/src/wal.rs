@@ -1176,6 +1176,10 @@ fn take_records(
         }
         .map_err(|error| (scanned, error))?;
         let size = header.record_bytes();
+        if size > rest.len() && entries > 0 {
+            // The buffer ends inside a later record: the view stops before it.
+            break;
+        }
         if size > rest.len() {
             return Err((
                 scanned,
