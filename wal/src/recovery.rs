@@ -157,8 +157,11 @@ impl Wal {
             watermark.advance(last);
         }
         if !self.read_only {
-            // Erase the remnant zone so the cut is durable.
-            let zero_end = (end + window).min(block_floor(limit));
+            // Erase the remnant zone so the cut is durable; after a cut at
+            // damage, the evidence zone too, or the next open would see the
+            // same evidence again.
+            let zones = if look.damage { 2 } else { 1 };
+            let zero_end = (end + zones * window).min(block_floor(limit));
             if zero_end > end {
                 self.zero_memory(end, zero_end);
                 self.write_through_now(block_floor(end), block_ceil(zero_end))?;
