@@ -550,7 +550,8 @@ impl Wal {
         self.record_bytes_max
     }
     /// An eventfd that becomes readable when a flush completes (for an
-    /// executor to await instead of blocking in [`Wal::flush_wait`]).
+    /// executor to await instead of blocking in [`Wal::flush_wait`]); reset
+    /// it with [`Wal::clear_completion_eventfd`].
     pub fn completion_eventfd(&self) -> RawFd {
         self.flusher.eventfd()
     }
@@ -732,6 +733,31 @@ impl Wal {
     /// Submits writes for what is dirty, up to `flush_ios_max` in flight.
     /// Does not block. Returns the number of writes submitted.
     pub fn flush_submit(&mut self) -> Result<usize> {
+        let issued = self.queue_writes()?;
+        if issued > 0
+            && let Err(error) = self.flusher.submit(false)
+        {
+            return Err(self.fail(self.submitted_position, errno_of(&error)));
+        }
+        Ok(issued)
+    }
+
+    /// Submits what is dirty and blocks until at least one write completes,
+    /// in one system call; then reaps. For a thread that has nothing else
+    /// to do meanwhile (an executor rather awaits `completion_eventfd`).
+    pub fn flush_submit_and_wait(&mut self) -> Result<IoId> {
+        self.queue_writes()?;
+        if self.flusher.in_flight() > 0
+            && let Err(error) = self.flusher.submit(true)
+        {
+            return Err(self.fail(self.submitted_position, errno_of(&error)));
+        }
+        self.flush_reap()
+    }
+
+    /// Queues writes for what is dirty (see [`Wal::flush_submit`]) without
+    /// entering the kernel.
+    fn queue_writes(&mut self) -> Result<usize> {
         self.check_writable()?;
         let mut issued = 0;
         while self.flusher.has_free_slot() && self.submitted_position < self.accepted_position {
@@ -746,11 +772,6 @@ impl Wal {
                 break;
             }
             issued += 1;
-        }
-        if issued > 0
-            && let Err(error) = self.flusher.submit(false)
-        {
-            return Err(self.fail(self.submitted_position, errno_of(&error)));
         }
         Ok(issued)
     }
@@ -845,7 +866,7 @@ impl Wal {
     }
 
     /// Blocks until at least one in-flight write completes (if any), then
-    /// reaps. Clears the completion eventfd.
+    /// reaps.
     pub fn flush_wait(&mut self) -> Result<IoId> {
         self.check_writable()?;
         if self.flusher.in_flight() > 0
@@ -853,8 +874,13 @@ impl Wal {
         {
             return Err(self.fail(self.submitted_position, errno_of(&error)));
         }
-        self.flusher.clear_eventfd();
         self.flush_reap()
+    }
+
+    /// Resets the completion eventfd's counter (an executor calls this when
+    /// it wakes on it, before reaping).
+    pub fn clear_completion_eventfd(&self) {
+        self.flusher.clear_eventfd();
     }
 
     /// Flushes everything accepted and blocks until it is durable.

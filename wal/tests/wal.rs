@@ -520,3 +520,30 @@ fn a_failed_write_stops_the_wal_and_is_never_reported_flushed() {
     assert_eq!(wal.last_id(), IoId::new(1, 20));
     check_entries(&mut wal, 1, 20, |_| 1);
 }
+
+#[test]
+fn the_completion_eventfd_wakes_an_executor_and_flush_reap_never_blocks() {
+    let (_dir, _path, mut wal) = temp_wal();
+    let id = wal.append(1, b"awaited").unwrap();
+    assert_eq!(wal.flush_submit().unwrap(), 1);
+    let mut poll = libc::pollfd {
+        fd: wal.completion_eventfd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, valid for the call.
+    let ready = unsafe { libc::poll(&mut poll, 1, 10_000) };
+    assert_eq!(ready, 1, "the eventfd became readable");
+    wal.clear_completion_eventfd();
+    assert_eq!(wal.flush_reap().unwrap(), id);
+    assert_eq!(wal.flushed().get(), id);
+    // Nothing in flight: the eventfd stays quiet, reaping returns at once.
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::poll(&mut poll, 1, 0) }, 0);
+    assert_eq!(wal.flush_reap().unwrap(), id);
+    // One call submits and waits.
+    let next = wal.append(1, b"next").unwrap();
+    while wal.flushed().get() < next {
+        wal.flush_submit_and_wait().unwrap();
+    }
+}

@@ -151,8 +151,7 @@ fn measure(args: &WalBenchArgs, path: &PathBuf) -> Result<Outcome, WalError> {
             }
             break;
         }
-        wal.flush_submit()?;
-        wal.flush_wait()?;
+        wal.flush_submit_and_wait()?;
         let flushed = wal.flushed().get();
         let done_at = Instant::now();
         for slot in waiting.iter_mut() {
