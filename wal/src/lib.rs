@@ -11,6 +11,7 @@ mod error;
 mod flusher;
 mod index;
 pub mod io_id;
+mod read;
 pub mod record;
 mod recovery;
 mod ring;
@@ -20,7 +21,8 @@ pub mod watermark;
 
 pub use error::{Result, WalError};
 pub use io_id::IoId;
+pub use read::ReadView;
 pub use ring::BLOCK_BYTES;
 pub use superblock::{FORMAT_VERSION, HardState, Superblock};
-pub use wal::{CreateOptions, OpenOptions, ReadView, RecoveryReport, Tuning, Wal};
+pub use wal::{CreateOptions, OpenOptions, RecoveryReport, Tuning, Wal};
 pub use watermark::{Waiter, WaitersExhausted, Watermark};

@@ -51,6 +51,11 @@ impl std::fmt::Debug for AlignedMemory {
     }
 }
 
+// SAFETY: the mapping is owned exclusively by this value (the raw pointer
+// is only a cached address of it) and is not tied to the creating thread;
+// moving it to another thread moves that ownership.
+unsafe impl Send for AlignedMemory {}
+
 impl AlignedMemory {
     pub(crate) fn new(len: usize, context: &'static str) -> Result<AlignedMemory> {
         assert!(len > 0 && len.is_multiple_of(BLOCK_BYTES));

@@ -173,6 +173,57 @@ fn truncate_after_drops_the_suffix_durably() {
 }
 
 #[test]
+fn truncate_far_back_reloads_the_cut_block_from_the_file() {
+    let (_dir, path, mut wal) = temp_wal();
+    // ~370 KiB: the first entries have left the 256 KiB ring memory.
+    append_range(&mut wal, 1, 1, 1000);
+    wal.sync().unwrap();
+    assert!(!wal.read(5, 1).unwrap().from_memory());
+    wal.truncate_after(5, 2).unwrap();
+    append_range(&mut wal, 2, 6, 8);
+    check_entries(&mut wal, 1, 8, |i| if i > 5 { 2 } else { 1 });
+    wal.sync().unwrap();
+    drop(wal);
+    let mut wal = reopen(&path);
+    assert_eq!(wal.last_id(), IoId::new(2, 8));
+    check_entries(&mut wal, 1, 8, |i| if i > 5 { 2 } else { 1 });
+}
+
+#[test]
+fn a_follower_appends_raw_runs_across_segments_and_laps() {
+    let (_dir_a, _path_a, mut leader) = temp_wal();
+    let (_dir_b, path_b, mut follower) = temp_wal();
+    let mut next = 1;
+    for round in 1..=8u64 {
+        append_range(&mut leader, 1, (round - 1) * 500 + 1, round * 500);
+        leader.sync().unwrap();
+        while next <= round * 500 {
+            let view = leader.read(next, 6 << 10).unwrap();
+            let bytes = view.bytes().to_vec();
+            next = view.last().index + 1;
+            loop {
+                match follower.append_raw(&bytes) {
+                    Ok(_) => break,
+                    Err(WalError::RingFull { .. }) => {
+                        follower.sync().unwrap();
+                    }
+                    Err(error) => panic!("{error}"),
+                }
+            }
+        }
+        follower.sync().unwrap();
+        if round > 3 {
+            leader.purge_to(round * 500 - 1500).unwrap();
+            follower.purge_to(round * 500 - 1500).unwrap();
+        }
+    }
+    drop(follower);
+    let mut follower = reopen(&path_b);
+    assert_eq!(follower.last_id(), IoId::new(1, 4000));
+    check_entries(&mut follower, 2501, 4000, |_| 1);
+}
+
+#[test]
 fn purge_and_hard_state_are_durable() {
     let (_dir, path, mut wal) = temp_wal();
     append_range(&mut wal, 4, 1, 50);
