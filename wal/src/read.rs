@@ -86,7 +86,11 @@ impl Wal {
                 .read_exact_at(self.read_buffer.slice_mut(0, window_len), file_offset)
                 .map_err(|e| WalError::io("read WAL file", e))?;
             self.read_window_start = from;
-            self.read_window_len = window_len;
+            // Only bytes below `durable` stay as they are (until a
+            // truncation, which forgets the window): the rest of the last
+            // block may still change, so it is not kept as cached.
+            let durable_len = self.durable_position.saturating_sub(from) as usize;
+            self.read_window_len = window_len.min(durable_len);
         }
         let at = (position - self.read_window_start) as usize;
         let available = self.read_window_len.saturating_sub(at).min(len);

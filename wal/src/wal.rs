@@ -967,6 +967,7 @@ impl Wal {
             self.mem_valid_from = old_low;
         }
         self.index.forget_from(cut, old_end);
+        self.read_window_len = 0;
         // Superblock first: once truncate_term is durable, dropped records
         // (all of lower terms) can never pass for evidence of damage. A crash
         // before the zeroing below just leaves the truncation undone.
