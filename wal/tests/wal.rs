@@ -277,6 +277,36 @@ fn a_torn_superblock_write_falls_back_to_the_previous_copy() {
 }
 
 #[test]
+fn a_crash_inside_truncate_after_leaves_either_log_never_damage() {
+    let (_dir, path, mut wal) = temp_wal();
+    append_range(&mut wal, 1, 1, 40);
+    wal.sync().unwrap();
+    drop(wal);
+    let before = std::fs::read(&path).unwrap();
+    let mut wal = reopen(&path);
+    wal.truncate_after(20, 2).unwrap();
+    drop(wal);
+    let after = std::fs::read(&path).unwrap();
+    let superblocks = 0..DATA_OFFSET as usize;
+    // Superblock (truncate_term 2) written, data block not yet zeroed: the
+    // truncation did not happen, and the old suffix is no damage.
+    let mut crashed = before.clone();
+    crashed[superblocks.clone()].copy_from_slice(&after[superblocks.clone()]);
+    std::fs::write(&path, &crashed).unwrap();
+    let mut wal = reopen(&path);
+    assert_eq!(wal.last_id(), IoId::new(1, 40));
+    check_entries(&mut wal, 1, 40, |_| 1);
+    drop(wal);
+    // Block zeroed, superblock not: the log ends at 20, the rest is a tail.
+    let mut crashed = after.clone();
+    crashed[superblocks.clone()].copy_from_slice(&before[superblocks]);
+    std::fs::write(&path, &crashed).unwrap();
+    let mut wal = reopen(&path);
+    assert_eq!(wal.last_id(), IoId::new(1, 20));
+    check_entries(&mut wal, 1, 20, |_| 1);
+}
+
+#[test]
 fn recovery_cuts_the_file_at_every_record_boundary_and_inside_records() {
     let (_dir, path, mut wal) = temp_wal();
     append_range(&mut wal, 1, 1, 40);
