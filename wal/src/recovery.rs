@@ -156,6 +156,7 @@ impl Wal {
         for watermark in [&self.accepted, &self.submitted, &self.flushed] {
             watermark.advance(last);
         }
+        self.assert_memory_invariant();
         if !self.read_only {
             // Erase the remnant zone so the cut is durable; after a cut at
             // damage, the evidence zone too, or the next open would see the

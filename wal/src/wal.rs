@@ -8,6 +8,7 @@
 //!    purged         flushed           submitted                accepted   (watermarks, IoIds)
 //!
 //!  memory holds positions [mem_low, accepted), mem_low = max(mem_valid_from, accepted - M)
+//!  Invariant: mem_valid_from is block-aligned and <= block_floor(durable)
 //!  Invariant (room_for): accepted - M <= block_floor(durable)   (never overwrite what is not durable)
 //!  Invariant (room_for): block_ceil(accepted) <= block_floor(start) + C   (never overwrite the live file)
 //!  Invariant: durable and submitted are record boundaries; IOs start at block_floor(submitted).
@@ -445,6 +446,17 @@ impl Wal {
     pub(crate) fn memory_range(&self, from: u64, to: u64) -> &[u8] {
         self.memory
             .slice(self.ring_offset(from), (to - from) as usize)
+    }
+
+    /// Checks the ring memory invariant (cheap; called where it changes).
+    pub(crate) fn assert_memory_invariant(&self) {
+        assert!(
+            self.mem_valid_from.is_multiple_of(BLOCK_BYTES as u64)
+                && self.mem_valid_from <= block_floor(self.durable_position),
+            "mem_valid_from {} must be block-aligned and <= block_floor(durable {})",
+            self.mem_valid_from,
+            self.durable_position
+        );
     }
 
     /// Skips the implicit filler (shorter than a header) before a segment end.
@@ -991,6 +1003,7 @@ impl Wal {
             .advance(IoId::new(new_term, self.submitted_id.index));
         self.flushed
             .advance(IoId::new(new_term, self.durable_id.index));
+        self.assert_memory_invariant();
         Ok(())
     }
 
@@ -1018,8 +1031,10 @@ impl Wal {
         self.superblock.start_position = new_start;
         self.superblock.start_prev = header.io_id();
         self.write_superblock()?;
+        // mem_valid_from stays: positions below the start are never read,
+        // and it must stay block-aligned and <= block_floor(durable) for
+        // truncate_after's "has the cut block left memory" test.
         self.start_position = new_start;
-        self.mem_valid_from = self.mem_valid_from.max(new_start);
         self.purged.advance(header.io_id());
         Ok(())
     }
