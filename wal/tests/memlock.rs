@@ -52,13 +52,12 @@ fn without_memlock_the_wal_falls_back_to_plain_writes() {
         rlim_max: 0,
     };
     // SAFETY: fills a struct we own.
-    assert_eq!(
-        unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) },
-        0
-    );
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
+    assert_eq!(got, 0);
     limit.rlim_cur = 64 << 10;
     // SAFETY: sets this process's memlock limit from a valid struct.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) }, 0);
+    let set = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) };
+    assert_eq!(set, 0);
     // The 256 KiB ring exceeds the 64 KiB limit: registration fails.
     let (_dir, path, mut wal) = temp_wal();
     assert!(
