@@ -24,5 +24,5 @@ pub use io_id::IoId;
 pub use read::ReadView;
 pub use ring::BLOCK_BYTES;
 pub use superblock::{FORMAT_VERSION, HardState, Superblock};
-pub use wal::{CreateOptions, OpenOptions, RecoveryReport, Tuning, Wal};
+pub use wal::{CreateOptions, OpenOptions, Positions, RecoveryReport, Tuning, Wal};
 pub use watermark::{Waiter, WaitersExhausted, Watermark};

@@ -140,6 +140,20 @@ pub struct RecoveryReport {
     pub damage_truncated: bool,
 }
 
+/// Log positions (bytes of the data area, only growing) of the WAL's
+/// boundaries: `start <= durable <= submitted <= accepted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Positions {
+    /// First live record.
+    pub start: u64,
+    /// End of what is durable.
+    pub durable: u64,
+    /// End of what was handed to the kernel.
+    pub submitted: u64,
+    /// End of what was appended.
+    pub accepted: u64,
+}
+
 /// The write-ahead log of one shard.
 ///
 /// `Send` (it may be built on one thread and moved to its shard's thread),
@@ -518,6 +532,15 @@ impl Wal {
     /// Log positions of the live range [start, accepted).
     pub fn live_positions(&self) -> (u64, u64) {
         (self.start_position, self.accepted_position)
+    }
+    /// All four positions (file offset of position p: 8 KiB + p mod capacity).
+    pub fn positions(&self) -> Positions {
+        Positions {
+            start: self.start_position,
+            durable: self.durable_position,
+            submitted: self.submitted_position,
+            accepted: self.accepted_position,
+        }
     }
     /// Whether ring memory is a registered io_uring fixed buffer.
     pub fn is_fixed_buffer(&self) -> bool {
