@@ -100,7 +100,11 @@ fn inspect(path: &Path) -> Result<(), WalError> {
         wal.last_id().index,
         report.entries
     );
-    println!("live_positions      {start}..{end}");
+    println!(
+        "live_positions      {start}..{end} (file offsets {}..{})",
+        SUPERBLOCK_AREA_BYTES + start % superblock.capacity_bytes,
+        SUPERBLOCK_AREA_BYTES + end % superblock.capacity_bytes
+    );
     println!("last_io_id          {}", wal.last_id());
     println!("purged_io_id        {}", superblock.start_prev);
     println!(

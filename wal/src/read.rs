@@ -196,6 +196,10 @@ fn take_records(
     let mut last = IoId::ZERO;
     while scanned < src.len() {
         let rest = &src[scanned..];
+        if rest.len() < HEADER_BYTES && entries > 0 {
+            // Implicit filler before a segment end (or the buffer's end).
+            break;
+        }
         let header = if verify {
             record::decode(rest).map(|r| r.header)
         } else {

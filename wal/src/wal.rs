@@ -158,6 +158,30 @@ pub struct Positions {
 ///
 /// `Send` (it may be built on one thread and moved to its shard's thread),
 /// not `Sync`: one owner drives it.
+///
+/// ```no_run
+/// use ringraft_wal::{CreateOptions, Wal};
+///
+/// # fn main() -> Result<(), ringraft_wal::WalError> {
+/// let mut wal = Wal::create("/var/tmp/shard-0.wal", &CreateOptions::default())?;
+/// let mut flushed = wal.flushed().waiter().expect("a waiter slot"); // at start-up
+/// let id = wal.append_with(1, 5, |payload| payload.copy_from_slice(b"hello"))?;
+/// // An executor's flusher task: submit what is dirty (never blocks), then
+/// // await readiness of `wal.completion_eventfd()`, clear it and reap.
+/// wal.flush_submit()?;
+/// wal.clear_completion_eventfd();
+/// wal.flush_reap()?;
+/// // A thread with nothing else to do blocks instead, in one system call:
+/// while wal.flushed().get() < id {
+///     wal.flush_submit_and_wait()?;
+/// }
+/// // Other tasks await the watermark: `flushed.wait_for(id).await`.
+/// # let _ = &mut flushed;
+/// let view = wal.read(id.index, 64 << 10)?; // in place, no copy
+/// assert_eq!(view.last(), id);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Wal {
     // Dropped first: in-flight IOs reference `memory` (Drop drains them too).
     pub(crate) flusher: Flusher,

@@ -267,6 +267,8 @@ fn random_operations_match_the_model() {
     };
     let mut torn_blocks = 0;
     for seed in seeds {
+        // Printed, so a failure names its seed (the harness shows it then).
+        eprintln!("model: seed {seed}");
         torn_blocks += run(seed, 1500);
     }
     eprintln!("model: {torn_blocks} blocks torn by crashes");

@@ -628,3 +628,51 @@ fn the_completion_eventfd_wakes_an_executor_and_flush_reap_never_blocks() {
         wal.flush_submit_and_wait().unwrap();
     }
 }
+
+#[test]
+fn a_view_ending_at_a_segment_filler_stops_before_it() {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let path = dir.path().join("filler.wal");
+    let tuning = Tuning {
+        block_pad_bytes_max: 0,
+        ..tuning()
+    };
+    let options = ringraft_wal::CreateOptions {
+        tuning,
+        ..create_options()
+    };
+    let mut wal = Wal::create(&path, &options).unwrap();
+    // Fill the first ring segment up to 16 bytes before its end.
+    let mut index = 0;
+    loop {
+        let remaining = RING_BYTES - wal.positions().accepted;
+        if remaining == 16 {
+            break;
+        }
+        let record_bytes = if remaining >= 4032 + 16 + 32 {
+            4032
+        } else {
+            remaining - 16
+        };
+        wal.append(1, &vec![9u8; record_bytes as usize - 32])
+            .unwrap();
+        index += 1;
+        wal.sync().unwrap();
+    }
+    // The next record starts the next segment; 16 bytes of filler remain.
+    wal.append(1, b"next segment").unwrap();
+    assert!(wal.positions().accepted > RING_BYTES);
+    let view = wal.read(index, 1 << 20).unwrap();
+    assert_eq!((view.entries(), view.last()), (1, IoId::new(1, index)));
+    let view = wal.read(index + 1, 1 << 20).unwrap();
+    assert_eq!(
+        view.records().next().unwrap().unwrap().payload,
+        b"next segment"
+    );
+    wal.sync().unwrap();
+    drop(wal);
+    let mut wal = reopen(&path);
+    assert_eq!(wal.last_id(), IoId::new(1, index + 1));
+    let view = wal.read(index, 1 << 20).unwrap();
+    assert_eq!(view.entries(), 1);
+}
