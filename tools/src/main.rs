@@ -2,6 +2,9 @@
 //!
 //! Each subcommand lives in its own module; `main` only parses and dispatches.
 
+mod bench;
+mod wal_cmd;
+
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -17,7 +20,12 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Inspect, verify or dump a WAL file.
+    Wal(wal_cmd::WalArgs),
+    /// Measure ringraft's parts.
+    Bench(bench::BenchArgs),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -26,6 +34,7 @@ fn main() -> ExitCode {
             Cli::command().print_help().expect("stdout is writable");
             ExitCode::SUCCESS
         }
-        Some(command) => match command {},
+        Some(Command::Wal(args)) => wal_cmd::run(args),
+        Some(Command::Bench(args)) => bench::run(args),
     }
 }

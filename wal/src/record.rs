@@ -203,6 +203,37 @@ fn compute_crc(kind: RecordKind, record: &[u8], payload_len: usize) -> u32 {
     }
 }
 
+/// Parses the header at the start of `src` without checking the CRC: for
+/// hopping over records already verified (ring memory, located reads). Checks
+/// magic, kind and length, so hopping never runs off a non-record.
+pub fn peek_header(src: &[u8]) -> Result<RecordHeader, RecordError> {
+    if src.len() < HEADER_BYTES {
+        return Err(RecordError::Truncated {
+            needed: HEADER_BYTES,
+            available: src.len(),
+        });
+    }
+    let u32_at = |at: usize| u32::from_le_bytes(src[at..at + 4].try_into().unwrap());
+    let u64_at = |at: usize| u64::from_le_bytes(src[at..at + 8].try_into().unwrap());
+    let magic = u16::from_le_bytes([src[10], src[11]]);
+    let reserved = u64::from(src[9]) | u64::from(u32_at(12)) << 8;
+    if magic != RECORD_MAGIC || reserved != 0 {
+        return Err(RecordError::NotARecord { magic, reserved });
+    }
+    let kind = RecordKind::from_u8(src[8]).ok_or(RecordError::UnknownKind(src[8]))?;
+    let payload_len = u32_at(4);
+    if payload_len as usize > PAYLOAD_BYTES_MAX {
+        return Err(RecordError::TooLong(payload_len));
+    }
+    Ok(RecordHeader {
+        crc: u32_at(0),
+        payload_len,
+        kind,
+        term: u64_at(16),
+        index: u64_at(24),
+    })
+}
+
 /// Decodes and verifies the record at the start of `src`.
 pub fn decode(src: &[u8]) -> Result<Record<'_>, RecordError> {
     if src.len() < HEADER_BYTES {
