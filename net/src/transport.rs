@@ -100,8 +100,6 @@ enum Phase {
 /// Where a data-lane reader is inside the current frame.
 #[derive(Debug, Default)]
 struct DataReader {
-    /// Bytes of header + head read into the connection's inbox.
-    head_filled: usize,
     header: Option<FrameHeader>,
     message: Option<Message>,
     /// Payload bytes read into the caller's buffer.
@@ -616,19 +614,12 @@ impl Transport {
             }
             let reader = &mut conn.data;
             let Some(header) = reader.header else {
-                let target = if reader.head_filled < FRAME_HEADER_BYTES {
-                    FRAME_HEADER_BYTES
-                } else {
-                    DATA_FIRST_READ_BYTES
-                };
-                match self.read_into_inbox(slot, target) {
-                    Ok(true) => {}
-                    Ok(false) => return DataEvent::Idle,
-                    Err(()) => return DataEvent::Idle,
-                }
+                // Header and head in one read when they are there; the
+                // header is checked as soon as it is complete.
+                let read = self.read_into_inbox(slot, DATA_FIRST_READ_BYTES);
                 let conn = &mut self.conns[slot];
-                if conn.inbox_end < FRAME_HEADER_BYTES || conn.data.header.is_some() {
-                    continue;
+                if read.is_err() || conn.inbox_end < FRAME_HEADER_BYTES {
+                    return DataEvent::Idle;
                 }
                 let raw = conn.inbox[..FRAME_HEADER_BYTES]
                     .try_into()
@@ -683,7 +674,14 @@ impl Transport {
                         self.close(slot, CloseReason::PeerClosed, &eof);
                         return DataEvent::Idle;
                     }
-                    Ok(n) => reader.payload_filled += n,
+                    Ok(n) => {
+                        reader.payload_filled += n;
+                        if reader.payload_filled < needed {
+                            // Drained, as in read_into_inbox.
+                            conn.readable = false;
+                            return DataEvent::Idle;
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         conn.readable = false;
                         return DataEvent::Idle;
@@ -757,7 +755,17 @@ impl Transport {
                     self.close(slot, CloseReason::PeerClosed, &eof);
                     return Err(());
                 }
-                Ok(n) => conn.inbox_end += n,
+                Ok(n) => {
+                    conn.inbox_end += n;
+                    if conn.inbox_end < target {
+                        // A short read almost always drained the socket:
+                        // wait for readiness instead of paying a read that
+                        // fails with EAGAIN (a poll on a socket that still
+                        // has data completes at once).
+                        conn.readable = false;
+                        return Ok(false);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     conn.readable = false;
                     return Ok(false);
@@ -1266,12 +1274,10 @@ impl Transport {
     /// an Error frame before closing; anything readable means the end.
     fn read_on_outbound(&mut self, slot: usize) {
         let capacity = self.conns[slot].inbox.len();
-        if let Ok(false) = self.read_into_inbox(slot, capacity) {
-            return; // spurious wake-up
-        }
+        let _ = self.read_into_inbox(slot, capacity);
         let conn = &self.conns[slot];
-        if conn.stream.is_none() {
-            return; // closed by the read
+        if conn.stream.is_none() || conn.inbox_end == 0 {
+            return; // closed by the read, or a spurious wake-up
         }
         let bytes = &conn.inbox[..conn.inbox_end];
         match frame::decode(bytes, CONTROL_FRAME_BYTES_MAX) {
