@@ -5,10 +5,12 @@
 //!   blocking-socket ping-pong between two threads pinned the same way, and
 //!   vs `../shared/tools/reference.sh net` (unpinned C ping-pong, iperf3);
 //! - streaming of 64 KiB AppendEntries frames (records verified by the
-//!   receiver, received into its "ring" buffer), vs iperf3 single stream.
+//!   receiver, received into its "ring" buffer), vs iperf3 single stream
+//!   (unpinned) and vs 64 KiB blocking writes between threads pinned like
+//!   the shards.
 //!
 //! ```text
-//! cargo bench -p ringraft-benches --bench net -- [RUNS]
+//! cargo bench -p ringraft-benches --bench net -- [RUNS] [reference|rtt|stream]
 //! ```
 //! Not a criterion bench: the figures only mean something beside the
 //! references, so it prints both, run by run, and the medians.
@@ -86,6 +88,37 @@ fn blocking_rtt() -> (f64, f64) {
     });
     echo.join().unwrap();
     p50_p99_us(timed.join().unwrap())
+}
+
+/// MB/s of 64 KiB writes with blocking sockets, threads pinned like the
+/// shards: what the kernel gives this placement, without any framing.
+fn blocking_stream_mb_per_sec() -> f64 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    client.set_nodelay(true).unwrap();
+    let sink = std::thread::spawn(move || {
+        pin_to(RECEIVER_CPU);
+        let mut buf = vec![0u8; FRAME_RECORDS_BYTES];
+        let mut received_bytes = 0u64;
+        let start = Instant::now();
+        loop {
+            match server.read(&mut buf).unwrap() {
+                0 => return received_bytes as f64 / start.elapsed().as_secs_f64() / 1e6,
+                n => received_bytes += n as u64,
+            }
+        }
+    });
+    let source = std::thread::spawn(move || {
+        pin_to(SENDER_CPU);
+        let frame = vec![0xA5u8; FRAME_RECORDS_BYTES];
+        let start = Instant::now();
+        while start.elapsed() < STREAM_DURATION {
+            client.write_all(&frame).unwrap();
+        }
+    });
+    source.join().unwrap();
+    sink.join().unwrap()
 }
 
 /// Two connected shards' configurations with their listeners.
@@ -276,6 +309,11 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(5);
+    // Optional word: run only the part named `reference`, `rtt` or `stream`.
+    let only = std::env::args()
+        .skip(1)
+        .find(|a| ["reference", "rtt", "stream"].contains(&a.as_str()));
+    let wanted = |part: &str| only.as_deref().is_none_or(|o| o == part);
     let mut table: Vec<(String, Vec<f64>)> = Vec::new();
     let mut record = |name: &str, value: f64| {
         println!("{name} {value:.1}");
@@ -286,19 +324,29 @@ fn main() {
     };
     for run in 0..runs {
         println!("-- run {run}");
-        for (name, value) in reference() {
-            record(&format!("reference_{name}"), value);
+        if wanted("reference") {
+            for (name, value) in reference() {
+                record(&format!("reference_{name}"), value);
+            }
         }
-        let (p50, p99) = blocking_rtt();
-        record("blocking_pinned_rtt_64b_p50_us", p50);
-        record("blocking_pinned_rtt_64b_p99_us", p99);
-        let (p50, p99) = transport_rtt();
-        record("transport_control_rtt_p50_us", p50);
-        record("transport_control_rtt_p99_us", p99);
-        record(
-            "transport_stream_64k_mb_per_sec",
-            transport_stream_mb_per_sec(),
-        );
+        if wanted("rtt") {
+            let (p50, p99) = blocking_rtt();
+            record("blocking_pinned_rtt_64b_p50_us", p50);
+            record("blocking_pinned_rtt_64b_p99_us", p99);
+            let (p50, p99) = transport_rtt();
+            record("transport_control_rtt_p50_us", p50);
+            record("transport_control_rtt_p99_us", p99);
+        }
+        if wanted("stream") {
+            record(
+                "blocking_pinned_stream_64k_mb_per_sec",
+                blocking_stream_mb_per_sec(),
+            );
+            record(
+                "transport_stream_64k_mb_per_sec",
+                transport_stream_mb_per_sec(),
+            );
+        }
     }
     println!("-- medians over {runs} runs");
     for (name, values) in &table {
