@@ -632,7 +632,9 @@ fn read_head(kind: Kind, head: &[u8]) -> Result<Message, FrameError> {
         Kind::HelloProof => Message::HelloProof { mac: r.array() },
         Kind::Error => {
             let code = ErrorCode::from_u32(r.u32()).ok_or(FrameError::BadField { kind })?;
-            let _reserved = r.u32();
+            if r.u32() != 0 {
+                return Err(FrameError::BadField { kind });
+            }
             Message::Error(ErrorFrame {
                 code,
                 detail: r.u64(),
