@@ -122,7 +122,7 @@ fn blocking_stream_mb_per_sec() -> f64 {
 }
 
 /// Two connected shards' configurations with their listeners.
-fn pair() -> [(TransportConfig, TcpListener); 2] {
+fn pair(spin_before_park: Duration) -> [(TransportConfig, TcpListener); 2] {
     let listeners = [(); 2].map(|_| TcpListener::bind("127.0.0.1:0").unwrap());
     let addresses = [0, 1].map(|i| listeners[i].local_addr().unwrap());
     let mut listeners = listeners.map(Some);
@@ -134,6 +134,7 @@ fn pair() -> [(TransportConfig, TcpListener); 2] {
         }];
         config.msg_bytes_max = FRAME_RECORDS_BYTES;
         config.frame_bytes_max = FRAME_RECORDS_BYTES + 64;
+        config.spin_before_park = spin_before_park;
         (config, listeners[i].take().unwrap())
     })
 }
@@ -150,11 +151,14 @@ fn wait_up(transport: &mut Transport) {
     }
 }
 
+/// The spin of the `spin50us` variant (as glommio's `spin_before_park` in
+/// `examples/socket_rtt.rs`).
+const SPIN_BEFORE_PARK: Duration = Duration::from_micros(50);
 const POLL_WAIT: Duration = Duration::from_millis(100);
 
 /// Heartbeat round trips between two shards on different cores.
-fn transport_rtt() -> (f64, f64) {
-    let [config_a, config_b] = pair();
+fn transport_rtt(spin_before_park: Duration) -> (f64, f64) {
+    let [config_a, config_b] = pair(spin_before_park);
     let echo = std::thread::spawn(move || {
         pin_to(RECEIVER_CPU);
         let mut b = Transport::with_listener(config_b.0, config_b.1).unwrap();
@@ -235,11 +239,15 @@ fn build_ring() -> Vec<(AppendEntries, Vec<u8>)> {
 }
 
 /// MB/s of records streamed in 64 KiB AppendEntries frames.
-fn transport_stream_mb_per_sec() -> f64 {
-    let [config_a, config_b] = pair();
+/// `pinned`: sender and receiver on different cores like shards; otherwise
+/// wherever the scheduler puts them, like iperf3.
+fn transport_stream_mb_per_sec(pinned: bool) -> f64 {
+    let [config_a, config_b] = pair(Duration::ZERO);
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let sink = std::thread::spawn(move || {
-        pin_to(RECEIVER_CPU);
+        if pinned {
+            pin_to(RECEIVER_CPU);
+        }
         let mut b = Transport::with_listener(config_b.0, config_b.1).unwrap();
         wait_up(&mut b);
         let mut ring = vec![0u8; FRAME_RECORDS_BYTES];
@@ -266,7 +274,9 @@ fn transport_stream_mb_per_sec() -> f64 {
         received_bytes as f64 / (last_at - first_at).as_secs_f64() / 1e6
     });
     let source = std::thread::spawn(move || {
-        pin_to(SENDER_CPU);
+        if pinned {
+            pin_to(SENDER_CPU);
+        }
         let ring = build_ring();
         let mut a = Transport::with_listener(config_a.0, config_a.1).unwrap();
         wait_up(&mut a);
@@ -285,6 +295,62 @@ fn transport_stream_mb_per_sec() -> f64 {
     });
     source.join().unwrap();
     sink.join().unwrap()
+}
+
+/// iperf3 single stream with client and server pinned like the shards
+/// (`-A 0,1`); NaN if iperf3 is not installed.
+fn iperf3_pinned_mb_per_sec() -> f64 {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let Ok(mut server) = std::process::Command::new("iperf3")
+        .args(["-s", "-1", "-p", &port])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    else {
+        return f64::NAN;
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let affinity = format!("{SENDER_CPU},{RECEIVER_CPU}");
+    let seconds = STREAM_DURATION.as_secs().to_string();
+    let output = std::process::Command::new("iperf3")
+        .args([
+            "-c",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            &seconds,
+            "-A",
+            &affinity,
+            "-J",
+        ])
+        .output();
+    let _ = server.wait();
+    let Ok(output) = output else {
+        return f64::NAN;
+    };
+    // The receiver's total: `"sum_received": { ... "bits_per_second": N`.
+    let json = String::from_utf8_lossy(&output.stdout);
+    let bits_per_second = json
+        .find("\"sum_received\"")
+        .and_then(|at| {
+            let rest = &json[at..];
+            let key = "\"bits_per_second\":";
+            let start = rest.find(key)? + key.len();
+            let number: String = rest[start..]
+                .trim_start()
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == 'e' || *c == '+')
+                .collect();
+            number.parse::<f64>().ok()
+        })
+        .unwrap_or(f64::NAN);
+    bits_per_second / 8e6
 }
 
 /// `name value` lines of the shared reference script, if it is there.
@@ -333,9 +399,12 @@ fn main() {
             let (p50, p99) = blocking_rtt();
             record("blocking_pinned_rtt_64b_p50_us", p50);
             record("blocking_pinned_rtt_64b_p99_us", p99);
-            let (p50, p99) = transport_rtt();
+            let (p50, p99) = transport_rtt(Duration::ZERO);
             record("transport_control_rtt_p50_us", p50);
             record("transport_control_rtt_p99_us", p99);
+            let (p50, p99) = transport_rtt(SPIN_BEFORE_PARK);
+            record("transport_spin50us_control_rtt_p50_us", p50);
+            record("transport_spin50us_control_rtt_p99_us", p99);
         }
         if wanted("stream") {
             record(
@@ -343,8 +412,16 @@ fn main() {
                 blocking_stream_mb_per_sec(),
             );
             record(
+                "iperf3_pinned_1stream_mb_per_sec",
+                iperf3_pinned_mb_per_sec(),
+            );
+            record(
                 "transport_stream_64k_mb_per_sec",
-                transport_stream_mb_per_sec(),
+                transport_stream_mb_per_sec(true),
+            );
+            record(
+                "transport_unpinned_stream_64k_mb_per_sec",
+                transport_stream_mb_per_sec(false),
             );
         }
     }

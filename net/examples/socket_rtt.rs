@@ -31,7 +31,7 @@ const MESSAGE_BYTES: usize = 64;
 const WARMUP_ROUNDS: usize = 1000;
 const STREAM_FRAME_BYTES: usize = 64 << 10;
 const STREAM_DURATION: Duration = Duration::from_secs(2);
-const GLOMMIO_STALL_TIMEOUT: Duration = Duration::from_secs(20);
+const GLOMMIO_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 const CLIENT_CPU: usize = 0;
 const SERVER_CPU: usize = 1;
 
@@ -127,6 +127,35 @@ fn uring_recv_all(ring: &mut IoUring, fd: i32, buf: &mut [u8]) {
     }
 }
 
+/// Sends `buf` with `SendZc`; each piece waits for its result and, when the
+/// kernel pinned the pages, for the notification that it let them go.
+fn send_zc_all(ring: &mut IoUring, fd: i32, buf: &[u8]) {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &buf[done..];
+        let entry = opcode::SendZc::new(types::Fd(fd), rest.as_ptr(), rest.len() as u32).build();
+        // SAFETY: `buf` outlives the loop below, which waits for the
+        // notification that the kernel no longer reads it.
+        unsafe { ring.submission().push(&entry).unwrap() };
+        let mut sent = None;
+        let mut notification_pending = false;
+        while sent.is_none() || notification_pending {
+            ring.submit_and_wait(1).unwrap();
+            for cqe in ring.completion() {
+                if io_uring::cqueue::notif(cqe.flags()) {
+                    notification_pending = false;
+                } else {
+                    sent = Some(cqe.result());
+                    notification_pending = io_uring::cqueue::more(cqe.flags());
+                }
+            }
+        }
+        let sent = sent.unwrap();
+        assert!(sent > 0, "send_zc: {sent}");
+        done += sent as usize;
+    }
+}
+
 /// Nonblocking reads; only a read that would block waits on a `PollAdd`.
 fn ready_recv_all(ring: &mut IoUring, stream: &mut TcpStream, buf: &mut [u8]) {
     let mut done = 0;
@@ -165,6 +194,9 @@ fn ready_send_all(ring: &mut IoUring, stream: &mut TcpStream, buf: &[u8]) {
 enum UringWay {
     Ops,
     Ready,
+    /// Streams only: `SendZc` sends (waiting for the kernel's notification
+    /// before reusing the buffer), nonblocking reads on the other side.
+    SendZc,
 }
 
 fn uring_rtt(way: UringWay, rounds: usize) -> (f64, f64) {
@@ -303,7 +335,7 @@ fn glommio_rtt(way: GlommioWay, rounds: usize) -> (f64, f64) {
 /// MB/s of 64 KiB frames streamed one way for [`STREAM_DURATION`].
 fn stream_mb_per_sec(way: Option<UringWay>) -> f64 {
     let (mut client, mut server) = connected_pair();
-    if way == Some(UringWay::Ready) {
+    if matches!(way, Some(UringWay::Ready | UringWay::SendZc)) {
         client.set_nonblocking(true).unwrap();
         server.set_nonblocking(true).unwrap();
     }
@@ -322,7 +354,7 @@ fn stream_mb_per_sec(way: Option<UringWay>) -> f64 {
                     let entry = opcode::Recv::new(fd, buf.as_mut_ptr(), buf.len() as u32).build();
                     uring_run(&mut ring, entry) as usize
                 }
-                Some(UringWay::Ready) => match server.read(&mut buf) {
+                Some(UringWay::Ready | UringWay::SendZc) => match server.read(&mut buf) {
                     Ok(n) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                         let fd = types::Fd(server.as_raw_fd());
@@ -349,6 +381,7 @@ fn stream_mb_per_sec(way: Option<UringWay>) -> f64 {
                 None => client.write_all(&frame).unwrap(),
                 Some(UringWay::Ops) => uring_send_all(&mut ring, client.as_raw_fd(), &frame),
                 Some(UringWay::Ready) => ready_send_all(&mut ring, &mut client, &frame),
+                Some(UringWay::SendZc) => send_zc_all(&mut ring, client.as_raw_fd(), &frame),
             }
         }
         client.shutdown(std::net::Shutdown::Write).unwrap();
@@ -398,6 +431,8 @@ fn main() {
                 )
             }),
         ),
+        ("uring-ops", Box::new(|r| uring_rtt(UringWay::Ops, r))),
+        ("uring-ready", Box::new(|r| uring_rtt(UringWay::Ready, r))),
         (
             "glommio-latency",
             Box::new(|r| {
@@ -422,13 +457,12 @@ fn main() {
                 )
             }),
         ),
-        ("uring-ops", Box::new(|r| uring_rtt(UringWay::Ops, r))),
-        ("uring-ready", Box::new(|r| uring_rtt(UringWay::Ready, r))),
     ];
-    let streams: [(&str, Option<UringWay>); 3] = [
+    let streams: [(&str, Option<UringWay>); 4] = [
         ("blocking", None),
         ("uring-ops", Some(UringWay::Ops)),
         ("uring-ready", Some(UringWay::Ready)),
+        ("uring-sendzc", Some(UringWay::SendZc)),
     ];
     let mut rtt_p50 = vec![Vec::new(); ways.len()];
     let mut rtt_p99 = vec![Vec::new(); ways.len()];

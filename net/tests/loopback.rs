@@ -372,7 +372,18 @@ fn hello(node_id: u32, cluster_id: u64, lane: Lane) -> Vec<u8> {
 fn error_code_until_closed(stream: &mut TcpStream) -> Option<ErrorCode> {
     stream.set_read_timeout(Some(DEADLINE)).unwrap();
     let mut bytes = Vec::new();
-    stream.read_to_end(&mut bytes).unwrap();
+    let mut chunk = [0u8; 256];
+    // The server may close with our unread bytes still queued, which resets
+    // the connection: a reset ends the reading like an orderly close. A
+    // timeout means the server never closed.
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the server did not close the connection: {e}"),
+        }
+    }
     let mut at = 0;
     while let Ok(Some((frame, used))) = frame::decode(&bytes[at..], 1 << 20) {
         at += used;
