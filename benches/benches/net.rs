@@ -241,8 +241,8 @@ fn build_ring() -> Vec<(AppendEntries, Vec<u8>)> {
 /// MB/s of records streamed in 64 KiB AppendEntries frames.
 /// `pinned`: sender and receiver on different cores like shards; otherwise
 /// wherever the scheduler puts them, like iperf3.
-fn transport_stream_mb_per_sec(pinned: bool) -> f64 {
-    let [config_a, config_b] = pair(Duration::ZERO);
+fn transport_stream_mb_per_sec(pinned: bool, spin_before_park: Duration) -> f64 {
+    let [config_a, config_b] = pair(spin_before_park);
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let sink = std::thread::spawn(move || {
         if pinned {
@@ -417,11 +417,15 @@ fn main() {
             );
             record(
                 "transport_stream_64k_mb_per_sec",
-                transport_stream_mb_per_sec(true),
+                transport_stream_mb_per_sec(true, Duration::ZERO),
+            );
+            record(
+                "transport_spin50us_stream_64k_mb_per_sec",
+                transport_stream_mb_per_sec(true, SPIN_BEFORE_PARK),
             );
             record(
                 "transport_unpinned_stream_64k_mb_per_sec",
-                transport_stream_mb_per_sec(false),
+                transport_stream_mb_per_sec(false, Duration::ZERO),
             );
         }
     }

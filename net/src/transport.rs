@@ -26,7 +26,7 @@
 //! data lane's unsent tail); the data lane receives straight into the
 //! caller's buffer and stops reading when that has no room.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -638,7 +638,7 @@ impl Transport {
                 continue;
             };
             let head_frame_bytes = header.head_frame_bytes();
-            if conn.inbox_end < head_frame_bytes {
+            if reader.message.is_none() && conn.inbox_end < head_frame_bytes {
                 match self.read_into_inbox(slot, head_frame_bytes) {
                     Ok(true) => continue,
                     Ok(false) | Err(()) => return DataEvent::Idle,
@@ -646,7 +646,12 @@ impl Transport {
             }
             let Some(message) = reader.message else {
                 match frame::decode_head(&header, &conn.inbox[..head_frame_bytes]) {
-                    Ok(message) => conn.data.message = Some(message),
+                    Ok(message) => {
+                        conn.data.message = Some(message);
+                        // The head is consumed; the inbox now collects the
+                        // start of the next frame, read with the payload.
+                        conn.inbox_end = 0;
+                    }
                     Err(error) => {
                         self.close_for_frame_error(slot, error);
                         return DataEvent::Idle;
@@ -668,17 +673,28 @@ impl Transport {
             );
             while reader.payload_filled < needed {
                 let stream = conn.stream.as_mut().expect("an up connection has a stream");
-                match stream.read(&mut dst[reader.payload_filled..needed]) {
+                // The payload, and in the same syscall the next frame's
+                // header and head (never past them: every data frame is at
+                // least DATA_FIRST_READ_BYTES long).
+                let mut iov = [
+                    IoSliceMut::new(&mut dst[reader.payload_filled..needed]),
+                    IoSliceMut::new(&mut conn.inbox[..DATA_FIRST_READ_BYTES]),
+                ];
+                match stream.read_vectored(&mut iov) {
                     Ok(0) => {
                         let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
                         self.close(slot, CloseReason::PeerClosed, &eof);
                         return DataEvent::Idle;
                     }
                     Ok(n) => {
-                        reader.payload_filled += n;
-                        if reader.payload_filled < needed {
-                            // Drained, as in read_into_inbox.
+                        let into_payload = n.min(needed - reader.payload_filled);
+                        reader.payload_filled += into_payload;
+                        conn.inbox_end = n - into_payload;
+                        if conn.inbox_end < DATA_FIRST_READ_BYTES {
+                            // A short read: drained, as in read_into_inbox.
                             conn.readable = false;
+                        }
+                        if reader.payload_filled < needed {
                             return DataEvent::Idle;
                         }
                     }
@@ -695,7 +711,6 @@ impl Transport {
             }
             conn.data = DataReader::default();
             conn.inbox_start = 0;
-            conn.inbox_end = 0;
             return self.finish_data_frame(slot, message, &dst[..needed]);
         }
     }
