@@ -5,9 +5,13 @@
 //!   blocking-socket ping-pong between two threads pinned the same way, and
 //!   vs `../shared/tools/reference.sh net` (unpinned C ping-pong, iperf3);
 //! - streaming of 64 KiB AppendEntries frames (records verified by the
-//!   receiver, received into its "ring" buffer), vs iperf3 single stream
-//!   (unpinned) and vs 64 KiB blocking writes between threads pinned like
-//!   the shards.
+//!   receiver, received into its "ring" buffer), next to iperf3 single
+//!   stream run just before it, both pinned to cores 0 and 1 (iperf3 `-A`),
+//!   then both placed by the scheduler, and a pinned blocking 64 KiB stream.
+//!
+//! Each run also prints ratios of measurements made back to back
+//! (`ratio_*`), whose medians are steadier than ratios of medians on a noisy
+//! machine.
 //!
 //! ```text
 //! cargo bench -p ringraft-benches --bench net -- [RUNS] [reference|rtt|stream]
@@ -297,9 +301,9 @@ fn transport_stream_mb_per_sec(pinned: bool, spin_before_park: Duration) -> f64 
     sink.join().unwrap()
 }
 
-/// iperf3 single stream with client and server pinned like the shards
-/// (`-A 0,1`); NaN if iperf3 is not installed.
-fn iperf3_pinned_mb_per_sec() -> f64 {
+/// iperf3 single stream, client and server pinned like the shards (`-A 0,1`)
+/// or placed by the scheduler; NaN if iperf3 is not installed.
+fn iperf3_mb_per_sec(pinned: bool) -> f64 {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -317,19 +321,12 @@ fn iperf3_pinned_mb_per_sec() -> f64 {
     std::thread::sleep(Duration::from_millis(500));
     let affinity = format!("{SENDER_CPU},{RECEIVER_CPU}");
     let seconds = STREAM_DURATION.as_secs().to_string();
-    let output = std::process::Command::new("iperf3")
-        .args([
-            "-c",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-t",
-            &seconds,
-            "-A",
-            &affinity,
-            "-J",
-        ])
-        .output();
+    let mut client = std::process::Command::new("iperf3");
+    client.args(["-c", "127.0.0.1", "-p", &port, "-t", &seconds, "-J"]);
+    if pinned {
+        client.args(["-A", &affinity]);
+    }
+    let output = client.output();
     let _ = server.wait();
     let Ok(output) = output else {
         return f64::NAN;
@@ -388,45 +385,62 @@ fn main() {
             None => table.push((name.to_string(), vec![value])),
         }
     };
+    // Ratios are taken within a run, between measurements made back to
+    // back, so the machine's drift between runs cancels out.
     for run in 0..runs {
         println!("-- run {run}");
+        let mut reference_iperf3 = f64::NAN;
         if wanted("reference") {
             for (name, value) in reference() {
+                if name == "iperf3_1stream_mb_per_sec" {
+                    reference_iperf3 = value;
+                }
                 record(&format!("reference_{name}"), value);
             }
         }
         if wanted("rtt") {
-            let (p50, p99) = blocking_rtt();
-            record("blocking_pinned_rtt_64b_p50_us", p50);
+            let (blocking_p50, p99) = blocking_rtt();
+            record("blocking_pinned_rtt_64b_p50_us", blocking_p50);
             record("blocking_pinned_rtt_64b_p99_us", p99);
             let (p50, p99) = transport_rtt(Duration::ZERO);
             record("transport_control_rtt_p50_us", p50);
             record("transport_control_rtt_p99_us", p99);
+            record("ratio_transport_rtt_p50_to_blocking", p50 / blocking_p50);
             let (p50, p99) = transport_rtt(SPIN_BEFORE_PARK);
             record("transport_spin50us_control_rtt_p50_us", p50);
             record("transport_spin50us_control_rtt_p99_us", p99);
+            record(
+                "ratio_transport_spin50us_rtt_p50_to_blocking",
+                p50 / blocking_p50,
+            );
         }
         if wanted("stream") {
+            let blocking = blocking_stream_mb_per_sec();
+            record("blocking_pinned_stream_64k_mb_per_sec", blocking);
+            let iperf3_pinned = iperf3_mb_per_sec(true);
+            record("iperf3_pinned_1stream_mb_per_sec", iperf3_pinned);
+            let pinned = transport_stream_mb_per_sec(true, Duration::ZERO);
+            record("transport_stream_64k_mb_per_sec", pinned);
             record(
-                "blocking_pinned_stream_64k_mb_per_sec",
-                blocking_stream_mb_per_sec(),
+                "ratio_transport_stream_to_iperf3_pinned",
+                pinned / iperf3_pinned,
             );
+            let spinning = transport_stream_mb_per_sec(true, SPIN_BEFORE_PARK);
+            record("transport_spin50us_stream_64k_mb_per_sec", spinning);
+            let iperf3 = iperf3_mb_per_sec(false);
+            record("iperf3_1stream_mb_per_sec", iperf3);
+            let unpinned = transport_stream_mb_per_sec(false, Duration::ZERO);
+            record("transport_unpinned_stream_64k_mb_per_sec", unpinned);
             record(
-                "iperf3_pinned_1stream_mb_per_sec",
-                iperf3_pinned_mb_per_sec(),
+                "ratio_transport_unpinned_stream_to_iperf3",
+                unpinned / iperf3,
             );
-            record(
-                "transport_stream_64k_mb_per_sec",
-                transport_stream_mb_per_sec(true, Duration::ZERO),
-            );
-            record(
-                "transport_spin50us_stream_64k_mb_per_sec",
-                transport_stream_mb_per_sec(true, SPIN_BEFORE_PARK),
-            );
-            record(
-                "transport_unpinned_stream_64k_mb_per_sec",
-                transport_stream_mb_per_sec(false, Duration::ZERO),
-            );
+            if !reference_iperf3.is_nan() {
+                record(
+                    "ratio_transport_stream_to_reference_iperf3",
+                    pinned / reference_iperf3,
+                );
+            }
         }
     }
     println!("-- medians over {runs} runs");
