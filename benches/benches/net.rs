@@ -366,6 +366,11 @@ fn reference() -> Vec<(String, f64)> {
         .collect()
 }
 
+fn print_figure(name: &str, value: f64) {
+    let decimals = if name.starts_with("ratio") { 2 } else { 1 };
+    println!("{name} {value:.decimals$}");
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; the first number is the run count.
     let runs: usize = std::env::args()
@@ -379,7 +384,7 @@ fn main() {
     let wanted = |part: &str| only.as_deref().is_none_or(|o| o == part);
     let mut table: Vec<(String, Vec<f64>)> = Vec::new();
     let mut record = |name: &str, value: f64| {
-        println!("{name} {value:.1}");
+        print_figure(name, value);
         match table.iter_mut().find(|(n, _)| n == name) {
             Some((_, values)) => values.push(value),
             None => table.push((name.to_string(), vec![value])),
@@ -445,6 +450,6 @@ fn main() {
     }
     println!("-- medians over {runs} runs");
     for (name, values) in &table {
-        println!("{name} {:.1}", median(values.clone()));
+        print_figure(name, median(values.clone()));
     }
 }
