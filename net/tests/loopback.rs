@@ -352,7 +352,11 @@ fn a_restarted_peer_is_reconnected_by_itself() {
 
 /// The frame a hostile client sends, and what it expects back.
 fn hello(node_id: u32, cluster_id: u64, lane: Lane) -> Vec<u8> {
-    let hello = Message::Hello(Hello {
+    hello_with(|_| {}, node_id, cluster_id, lane)
+}
+
+fn hello_with(edit: impl Fn(&mut Hello), node_id: u32, cluster_id: u64, lane: Lane) -> Vec<u8> {
+    let mut fields = Hello {
         cluster_id,
         node_id,
         shard_id: SHARD,
@@ -361,7 +365,9 @@ fn hello(node_id: u32, cluster_id: u64, lane: Lane) -> Vec<u8> {
         auth: false,
         nonce: [0; 16],
         mac: [0; 32],
-    });
+    };
+    edit(&mut fields);
+    let hello = Message::Hello(fields);
     let mut buf = [0u8; CONTROL_FRAME_BYTES_MAX];
     let size = frame::encode(&mut buf, &hello, 0);
     buf[..size].to_vec()
@@ -452,6 +458,25 @@ fn hostile_input_closes_only_its_connection() {
         error_code_until_closed(&mut s),
         Some(ErrorCode::UnsupportedVersion)
     );
+    let refusals = [
+        (
+            hello_with(|h| h.version = 2, 1, CLUSTER, Lane::Control),
+            ErrorCode::UnsupportedVersion,
+        ),
+        (
+            hello_with(|h| h.shard_id = SHARD + 1, 1, CLUSTER, Lane::Control),
+            ErrorCode::WrongShard,
+        ),
+        (
+            hello_with(|h| h.auth = true, 1, CLUSTER, Lane::Control),
+            ErrorCode::AuthFailed,
+        ),
+    ];
+    for (hello, code) in refusals {
+        let mut s = connect();
+        s.write_all(&hello).unwrap();
+        assert_eq!(error_code_until_closed(&mut s), Some(code));
+    }
 
     // Broken frames.
     let mut wrong_magic = valid.clone();
@@ -540,7 +565,9 @@ fn hostile_input_closes_only_its_connection() {
     let expect = [
         (CloseReason::WrongCluster, 1),
         (CloseReason::UnknownNode, 1),
-        (CloseReason::UnsupportedVersion, 1),
+        (CloseReason::UnsupportedVersion, 2),
+        (CloseReason::WrongShard, 1),
+        (CloseReason::AuthFailed, 1),
         (CloseReason::BadFrame, 4),
         (CloseReason::FrameTooLong, 2),
         (CloseReason::HandshakeTimeout, 2),
@@ -657,4 +684,45 @@ fn hmac_authentication_admits_the_secret_and_refuses_a_wrong_one() {
     }
     assert!(!a.outbound_up(0, Lane::Control) && !b.inbound_up(0, Lane::Control));
     assert_eq!(b.counters().connections_up + a.counters().connections_up, 0);
+}
+
+#[test]
+fn a_refused_dialer_says_why_and_keeps_retrying() {
+    let (listener_a, address_a) = listener();
+    let (listener_b, address_b) = listener();
+    let mut a = Transport::with_listener(config(1, &[(2, address_b)]), listener_a).unwrap();
+    let mut config_b = config(2, &[(1, address_a)]);
+    config_b.cluster_id = CLUSTER + 1;
+    let mut b = Transport::with_listener(config_b, listener_b).unwrap();
+    // Each side refuses the other's Hellos; each dialer hears why, twice
+    // per lane at least (so it retried after the first refusal).
+    let start = Instant::now();
+    while a.counters().closed(CloseReason::RefusedByPeer) < 4
+        || b.counters().closed(CloseReason::RefusedByPeer) < 4
+    {
+        assert!(start.elapsed() < DEADLINE, "{a:?} {b:?}");
+        a.poll(Duration::ZERO).unwrap();
+        b.poll(TICK).unwrap();
+    }
+    assert!(a.counters().closed(CloseReason::WrongCluster) >= 2);
+    assert!(b.counters().closed(CloseReason::WrongCluster) >= 2);
+    assert_eq!(a.counters().connections_up + b.counters().connections_up, 0);
+}
+
+#[test]
+fn handshake_slots_are_bounded() {
+    let (listener_b, address_b) = listener();
+    let mut config_b = config(2, &[]);
+    config_b.pending_connections_max = 2;
+    let mut b = Transport::with_listener(config_b, listener_b).unwrap();
+    let silent: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(address_b).unwrap())
+        .collect();
+    drive(&mut b, "third connection refused", |t| {
+        t.counters().closed(CloseReason::PendingFull) == 1
+    });
+    drive(&mut b, "the two others timed out", |t| {
+        t.counters().closed(CloseReason::HandshakeTimeout) == 2
+    });
+    drop(silent);
 }
