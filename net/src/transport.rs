@@ -367,6 +367,15 @@ impl Transport {
         self.local_addr
     }
 
+    /// The io_uring instance's file descriptor, for another event loop to
+    /// wait on: it is readable when a completion is ready. After
+    /// `poll(Duration::ZERO)` has armed the readiness polls, a shard loop that
+    /// also waits for other things (timers, a runtime) can wait for this fd
+    /// and call `poll(Duration::ZERO)` again when it is readable.
+    pub fn ring_fd(&self) -> std::os::fd::RawFd {
+        self.ring.as_raw_fd()
+    }
+
     /// What happened so far.
     pub fn counters(&self) -> &Counters {
         &self.counters
@@ -1128,7 +1137,14 @@ impl Transport {
             None => "an unidentified peer".to_string(),
         };
         let direction = if conn.dialer { "to" } else { "from" };
-        log::warn!(
+        // A peer going away (or not there yet) is ordinary life; anything
+        // else is a peer or an attacker breaking the protocol.
+        let level = match reason {
+            CloseReason::PeerClosed | CloseReason::Replaced => log::Level::Info,
+            _ => log::Level::Warn,
+        };
+        log::log!(
+            level,
             "shard {}: closed {:?} lane {direction} {peer}: {reason}: {why}",
             self.config.shard_id,
             conn.lane

@@ -726,3 +726,36 @@ fn handshake_slots_are_bounded() {
     });
     drop(silent);
 }
+
+#[test]
+fn the_ring_fd_wakes_another_event_loop() {
+    let (listener_a, address_a) = listener();
+    let (listener_b, address_b) = listener();
+    let mut a = Transport::with_listener(config(1, &[(2, address_b)]), listener_a).unwrap();
+    let mut b = Transport::with_listener(config(2, &[(1, address_a)]), listener_b).unwrap();
+    let start = Instant::now();
+    while !(both_lanes_up(&a, 0) && both_lanes_up(&b, 0)) {
+        assert!(start.elapsed() < DEADLINE);
+        a.poll(Duration::ZERO).unwrap();
+        b.poll(TICK).unwrap();
+    }
+    let ring_readable = |b: &Transport, timeout_ms: i32| {
+        let mut fd = libc::pollfd {
+            fd: b.ring_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, for the duration of the call.
+        unsafe { libc::poll(&mut fd, 1, timeout_ms) == 1 }
+    };
+    // Nothing to read: armed, the ring stays quiet.
+    b.poll(Duration::ZERO).unwrap();
+    while b.next_control().is_some() {}
+    b.poll(Duration::ZERO).unwrap();
+    assert!(!ring_readable(&b, 50));
+    a.send_control(0, Message::TimeoutNow { term: 4 });
+    a.flush();
+    assert!(ring_readable(&b, DEADLINE.as_millis() as i32));
+    b.poll(Duration::ZERO).unwrap();
+    assert_eq!(b.next_control(), Some((0, Message::TimeoutNow { term: 4 })));
+}
