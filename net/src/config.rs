@@ -76,26 +76,49 @@ impl TransportConfig {
         }
     }
 
-    /// Panics on a configuration that breaks the transport's invariants.
-    pub(crate) fn check(&self) {
-        assert!(
-            self.msg_bytes_max + DATA_HEAD_FRAME_BYTES_MAX <= self.frame_bytes_max,
-            "an AppendEntries of msg_bytes_max must fit frame_bytes_max"
-        );
-        assert!(self.control_buffer_bytes >= CONTROL_FRAME_BYTES_MAX);
-        assert!(self.frame_bytes_max <= u32::MAX as usize);
-        assert!(self.pending_connections_max > 0);
-        assert!(self.reconnect_delay_min <= self.reconnect_delay_max);
-        assert!(self.reconnect_delay_min > Duration::ZERO);
-        for (i, peer) in self.peers.iter().enumerate() {
-            assert_ne!(peer.node_id, self.node_id, "a node is not its own peer");
-            assert!(
-                self.peers[..i].iter().all(|p| p.node_id != peer.node_id),
-                "peer node ids are unique"
-            );
+    /// Why this configuration cannot work, if it cannot.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let rules: [(bool, &'static str); 6] = [
+            (
+                self.msg_bytes_max + DATA_HEAD_FRAME_BYTES_MAX <= self.frame_bytes_max,
+                "an AppendEntries of msg_bytes_max must fit in frame_bytes_max",
+            ),
+            (
+                self.control_buffer_bytes >= CONTROL_FRAME_BYTES_MAX,
+                "control_buffer_bytes must hold the largest control frame",
+            ),
+            (
+                self.frame_bytes_max <= u32::MAX as usize,
+                "frame_bytes_max must fit the 32-bit length field",
+            ),
+            (
+                self.pending_connections_max > 0,
+                "pending_connections_max must be at least 1",
+            ),
+            (
+                Duration::ZERO < self.reconnect_delay_min
+                    && self.reconnect_delay_min <= self.reconnect_delay_max,
+                "0 < reconnect_delay_min <= reconnect_delay_max",
+            ),
+            (
+                self.peers.iter().enumerate().all(|(i, peer)| {
+                    peer.node_id != self.node_id
+                        && self.peers[..i].iter().all(|p| p.node_id != peer.node_id)
+                }),
+                "peer node ids must be unique and differ from node_id",
+            ),
+        ];
+        match rules.iter().find(|(holds, _)| !holds) {
+            Some((_, rule)) => Err(ConfigError(rule)),
+            None => Ok(()),
         }
     }
 }
+
+/// A transport configuration that cannot work: the rule it breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid transport configuration: {0}")]
+pub struct ConfigError(pub &'static str);
 
 /// Header plus the largest head of a data-lane kind.
 pub const DATA_HEAD_FRAME_BYTES_MAX: usize =

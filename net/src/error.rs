@@ -52,6 +52,9 @@ pub enum FrameError {
 /// Why the transport could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
+    /// The configuration breaks one of its rules.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// Binding, io_uring set-up or waiting failed.
     #[error("transport io: {0}")]
     Io(#[from] std::io::Error),

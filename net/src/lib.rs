@@ -15,7 +15,7 @@ pub mod frame;
 mod socket;
 pub mod transport;
 
-pub use config::{PeerConfig, TransportConfig};
+pub use config::{ConfigError, PeerConfig, TransportConfig};
 pub use counters::{CloseReason, Counters};
 pub use error::{FrameError, TransportError};
 pub use transport::{DataEvent, Transport};

@@ -284,7 +284,7 @@ impl Transport {
         config: TransportConfig,
         listener: TcpListener,
     ) -> Result<Transport, TransportError> {
-        config.check();
+        config.check()?;
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
         let peers = config.peers.len();

@@ -759,3 +759,16 @@ fn the_ring_fd_wakes_another_event_loop() {
     b.poll(Duration::ZERO).unwrap();
     assert_eq!(b.next_control(), Some((0, Message::TimeoutNow { term: 4 })));
 }
+
+#[test]
+fn a_configuration_that_cannot_work_is_refused_with_its_rule() {
+    let (listener_a, address_a) = listener();
+    let mut bad = config(1, &[(1, address_a)]);
+    let error = Transport::with_listener(bad.clone(), listener_a).unwrap_err();
+    assert!(error.to_string().contains("peer node ids"), "{error}");
+    bad.peers.clear();
+    bad.msg_bytes_max = bad.frame_bytes_max;
+    assert!(
+        matches!(bad.check(), Err(ringraft_net::ConfigError(rule)) if rule.contains("msg_bytes_max"))
+    );
+}
