@@ -161,7 +161,7 @@ impl Kind {
 
 impl std::fmt::Display for Kind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "unexpected {self:?} frame")
+        write!(f, "{self:?} frame")
     }
 }
 
