@@ -3,6 +3,7 @@
 //! Each subcommand lives in its own module; `main` only parses and dispatches.
 
 mod bench;
+mod cluster_cmd;
 mod wal_cmd;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -25,6 +26,8 @@ enum Command {
     Wal(wal_cmd::WalArgs),
     /// Measure ringraft's parts.
     Bench(bench::BenchArgs),
+    /// Start a local cluster of `ringraft serve` processes.
+    Cluster(cluster_cmd::ClusterArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,5 +39,6 @@ fn main() -> ExitCode {
         }
         Some(Command::Wal(args)) => wal_cmd::run(args),
         Some(Command::Bench(args)) => bench::run(args),
+        Some(Command::Cluster(args)) => cluster_cmd::run(args),
     }
 }

@@ -1,7 +1,16 @@
-//! `ringraft bench ...`: measurements. Each target is a subcommand; with
-//! none, `ringraft bench` is reserved for the cluster benchmark.
+//! `ringraft bench ...`: measurements. With no subcommand, `ringraft bench`
+//! is the cluster benchmark (`cluster.rs`): a local 3-node cluster, or an
+//! existing one with `--target`, driven by the load generator
+//! (`loadgen.rs`). Subcommands measure single parts (`ringraft bench wal`).
 
+mod cluster;
+mod loadgen;
+pub mod local_cluster;
+mod report;
+pub mod topology;
 mod wal;
+
+pub use cluster::ClusterBenchArgs;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -9,9 +18,12 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
     #[command(subcommand)]
     target: Option<BenchTarget>,
+    #[command(flatten)]
+    cluster: ClusterBenchArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -23,13 +35,43 @@ enum BenchTarget {
 pub fn run(args: BenchArgs) -> ExitCode {
     match args.target {
         Some(BenchTarget::Wal(args)) => wal::run(args),
-        None => {
-            eprintln!(
-                "ringraft bench: the cluster benchmark is not built yet; try `ringraft bench wal`"
-            );
-            ExitCode::from(2)
-        }
+        None => cluster::run(args.cluster),
     }
+}
+
+/// What can stop the cluster benchmark or the cluster launcher.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A flag value that cannot work.
+    #[error("{0}")]
+    Config(String),
+    /// An address that does not resolve.
+    #[error("cannot resolve address {0:?}")]
+    BadAddress(String),
+    /// A socket to a node failed.
+    #[error("{addr}: {message}")]
+    Io {
+        /// The node.
+        addr: std::net::SocketAddr,
+        /// What failed.
+        message: String,
+    },
+    /// A reply that is not RESP as expected.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The cluster names more nodes than the slot table holds.
+    #[error("the cluster has more than {max} nodes")]
+    TooManyNodes {
+        /// The bound.
+        max: usize,
+    },
+    /// epoll, signals, files.
+    #[error("system: {0}")]
+    System(#[from] std::io::Error),
+    /// A node process could not start, exited early, or the cluster did
+    /// not become ready.
+    #[error("{0}")]
+    Cluster(String),
 }
 
 /// Parses "10s", "500ms", "2m" or a bare number of seconds.

@@ -1,0 +1,242 @@
+//! `ringraft bench` (no subcommand): the cluster benchmark.
+//!
+//! Without `--target` it starts a local durable cluster of `--nodes`
+//! `ringraft serve` processes in a temporary directory under /var/tmp
+//! (O_DIRECT needs a real file system), waits until every group has a
+//! leader, runs the load, stops the nodes and removes the directory. With
+//! `--target HOST:PORT` it drives an existing ringraft cluster or any Redis
+//! server (cluster mode or not).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::BenchError;
+use super::loadgen::{self, LoadConfig, Outcome, Workload};
+use super::local_cluster::{ClusterSpec, LocalCluster, Logs};
+use super::report::Summary;
+use super::topology::{SlotTable, elections_between, group_terms, resolve};
+
+/// How long a fresh local cluster may take to elect every group's leader.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long nodes get to stop after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Whether acknowledged writes are flushed to disk on a quorum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Durability {
+    /// Every acknowledged write is on disk (O_DIRECT + dsync) on a quorum.
+    Fsync,
+    /// Acknowledged once replicated in memory (passed to `serve` as
+    /// `--durability none`).
+    None,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterBenchArgs {
+    /// An existing cluster or Redis server; without it a local cluster is
+    /// started.
+    #[arg(long, value_name = "HOST:PORT")]
+    target: Option<String>,
+    /// Nodes of the local cluster.
+    #[arg(long, default_value_t = 3)]
+    nodes: u16,
+    /// Shards (Raft groups) per node of the local cluster; default: the
+    /// node's own (one per core).
+    #[arg(long)]
+    shards: Option<u16>,
+    /// Concurrent clients, one request in flight each.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Value bytes per request.
+    #[arg(long, default_value_t = 128)]
+    payload_bytes: usize,
+    /// How long to issue requests ("10s", "500ms").
+    #[arg(long, default_value = "10s", value_parser = super::parse_duration)]
+    duration: Duration,
+    /// The command each request is.
+    #[arg(long, value_enum, default_value = "set")]
+    workload: Workload,
+    /// Durability of the local cluster.
+    #[arg(long, value_enum, default_value = "fsync")]
+    durability: Durability,
+    /// Open loop at this many requests per second, latency measured from
+    /// each request's intended send time; default: closed loop.
+    #[arg(long, value_name = "OPS_PER_SEC")]
+    rate: Option<f64>,
+    /// Distinct keys (`key:0`..), spread over every hash slot.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// First client port of the local cluster (peers use base + 1000..).
+    #[arg(long, default_value_t = 37001)]
+    base_port: u16,
+    /// With --target: do not read CLUSTER SLOTS; start with every slot on
+    /// the target and learn the cluster from -MOVED replies alone (checks a
+    /// server's redirects).
+    #[arg(long, requires = "target")]
+    no_slot_map: bool,
+    /// Write the figures as JSON.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Draw the latency percentile curve and throughput over time (SVG).
+    #[arg(long, value_name = "PATH.svg")]
+    plot: Option<PathBuf>,
+}
+
+pub fn run(args: ClusterBenchArgs) -> ExitCode {
+    match bench(&args) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("ringraft bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(args: &ClusterBenchArgs) -> Result<ExitCode, BenchError> {
+    let config = LoadConfig {
+        clients: args.clients,
+        rate_per_sec: args.rate,
+        duration: args.duration,
+        workload: args.workload,
+        payload_bytes: args.payload_bytes,
+        keys: args.keys,
+    };
+    match &args.target {
+        Some(target) => {
+            let addr = resolve(target)?;
+            let table = if args.no_slot_map {
+                SlotTable::single(addr).without_refresh()
+            } else {
+                SlotTable::discover(addr)?
+            };
+            measure(args, &config, target.clone(), table, None)
+        }
+        None => {
+            let dir = tempfile::Builder::new()
+                .prefix("ringraft-bench-")
+                .tempdir_in("/var/tmp")?;
+            let spec = ClusterSpec {
+                nodes: args.nodes,
+                shards: args.shards,
+                data_dir: dir.path().to_path_buf(),
+                base_port: args.base_port,
+                cluster_id: u64::from(std::process::id()),
+                extra_args: match args.durability {
+                    Durability::Fsync => Vec::new(),
+                    Durability::None => vec!["--durability".into(), "none".into()],
+                },
+                logs: Logs::Files,
+            };
+            spec.check_ports_free()?;
+            eprintln!(
+                "starting {} nodes in {} (client ports {}..)",
+                spec.nodes,
+                dir.path().display(),
+                spec.base_port
+            );
+            let mut cluster = LocalCluster::start(&spec)?;
+            cluster.wait_ready(READY_TIMEOUT)?;
+            let table = SlotTable::discover(spec.client_addr(1))?;
+            let target = format!(
+                "local {}-node cluster ({}, {:?} durability)",
+                spec.nodes,
+                cluster
+                    .client_addrs()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                args.durability
+            );
+            let code = measure(args, &config, target, table, Some(&mut cluster))?;
+            cluster.stop(libc::SIGTERM, STOP_GRACE);
+            drop(cluster);
+            dir.close()?;
+            Ok(code)
+        }
+    }
+}
+
+fn measure(
+    args: &ClusterBenchArgs,
+    config: &LoadConfig,
+    target: String,
+    table: SlotTable,
+    cluster: Option<&mut LocalCluster>,
+) -> Result<ExitCode, BenchError> {
+    let nodes = table.nodes().to_vec();
+    let target = if args.no_slot_map {
+        format!("{target} [no slot map: routed by -MOVED replies]")
+    } else if table.is_clustered() {
+        format!("{target} [cluster mode, {} nodes known]", nodes.len())
+    } else {
+        format!("{target} [single node: no CLUSTER SLOTS]")
+    };
+    let terms_before = group_terms(&nodes);
+    let bar = progress_bar(config.duration);
+    let outcome: Outcome = loadgen::run(config, table, &mut |elapsed, ops| {
+        bar.set_position(elapsed.as_millis() as u64);
+        bar.set_message(format!(
+            "{:.0} ops/s",
+            ops as f64 / elapsed.as_secs_f64().max(1e-3)
+        ));
+    })?;
+    bar.finish_and_clear();
+    // A node that died during the run makes the figures meaningless.
+    if let Some(cluster) = cluster
+        && let Some((id, status)) = cluster.exited()
+    {
+        return Err(cluster.early_exit_error(id, status));
+    }
+    let terms_after = group_terms(&nodes);
+    let elections = match (&terms_before, &terms_after) {
+        (Some(before), Some(after)) => Some(elections_between(before, after)),
+        _ => None,
+    };
+    let summary = Summary {
+        target,
+        workload: match config.workload {
+            Workload::Set => "set",
+            Workload::Xadd => "xadd",
+        },
+        clients: config.clients,
+        rate_per_sec: config.rate_per_sec,
+        payload_bytes: config.payload_bytes,
+        elections,
+        outcome: &outcome,
+    };
+    print!("{}", summary.text());
+    if let Some(path) = &args.json {
+        summary.write_json(path)?;
+    }
+    if let Some(path) = &args.plot {
+        summary.write_plot(path)?;
+    }
+    if outcome.ops == 0 {
+        eprintln!("ringraft bench: no request succeeded");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A bar over the run's duration on a terminal; hidden otherwise.
+fn progress_bar(duration: Duration) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(
+        Some(duration.as_millis() as u64),
+        if std::io::stderr().is_terminal() {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {elapsed}/{duration} {msg}")
+            .expect("a valid template"),
+    );
+    bar
+}

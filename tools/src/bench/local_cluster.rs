@@ -1,0 +1,385 @@
+//! A local cluster of `ringraft serve` processes on loopback, used by
+//! `ringraft cluster` (in the foreground) and by `ringraft bench` without
+//! `--target` (in a temporary directory).
+//!
+//! Ports and directories of node `id` (1-based) for base port `P`:
+//!
+//! ```text
+//!  client (RESP)   P + (id − 1)                      e.g. 7001, 7002, 7003
+//!  peer, shard i   P + 1000 + (id − 1)·256 + i       e.g. 8001+i, 8257+i, 8513+i
+//!  data            <data-dir>/node-<id>/
+//!  log (Files)     <data-dir>/node-<id>.log
+//! ```
+//!
+//! Every node is started as
+//! `<this executable> serve --id <id> --data-dir <dir> --peers 1=127.0.0.1:<peer1>,...
+//!  --client-addr 127.0.0.1:<client> --cluster-id <X> [--shards S] [extra...]`.
+//! Children get their own process group (a terminal's Ctrl-C reaches only
+//! the launcher, which forwards it) and SIGTERM if the launcher dies.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::BenchError;
+use super::topology::slots_covered;
+
+/// Peer ports reserved per node: shards per node are at most this.
+pub const PEER_PORTS_PER_NODE: u16 = 256;
+/// Offset of the first peer port from the base port.
+const PEER_PORT_OFFSET: u16 = 1000;
+/// Nodes a local cluster may have.
+pub const NODES_MAX: u16 = 16;
+/// How often readiness and exits are polled.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Lines of a node's log shown when it exits early.
+const LOG_TAIL_LINES: usize = 20;
+
+/// Where node output goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logs {
+    /// The launcher's stdout/stderr (interactive `ringraft cluster`).
+    Inherit,
+    /// `<data-dir>/node-<id>.log` (the benchmark keeps its output clean).
+    Files,
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// Node count (ids 1..=nodes).
+    pub nodes: u16,
+    /// `--shards` for every node; None: the node's default.
+    pub shards: Option<u16>,
+    /// Parent of the node directories.
+    pub data_dir: PathBuf,
+    /// First client port; see the module table.
+    pub base_port: u16,
+    /// `--cluster-id`.
+    pub cluster_id: u64,
+    /// Further `serve` arguments (e.g. `--durability none`).
+    pub extra_args: Vec<String>,
+    /// Node output.
+    pub logs: Logs,
+}
+
+impl ClusterSpec {
+    /// Node `id`'s client address.
+    pub fn client_addr(&self, id: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.base_port + (id - 1)))
+    }
+
+    /// Node `id`'s peer address (shard i listens on its port + i).
+    pub fn peer_addr(&self, id: u16) -> SocketAddr {
+        SocketAddr::from((
+            [127, 0, 0, 1],
+            self.base_port + PEER_PORT_OFFSET + (id - 1) * PEER_PORTS_PER_NODE,
+        ))
+    }
+
+    fn check(&self) -> Result<(), BenchError> {
+        if self.nodes == 0 || self.nodes > NODES_MAX {
+            return Err(BenchError::Config(format!(
+                "--nodes must be between 1 and {NODES_MAX}"
+            )));
+        }
+        if let Some(shards) = self.shards
+            && (shards == 0 || shards > PEER_PORTS_PER_NODE)
+        {
+            return Err(BenchError::Config(format!(
+                "--shards must be between 1 and {PEER_PORTS_PER_NODE}"
+            )));
+        }
+        let top = u32::from(self.base_port)
+            + u32::from(PEER_PORT_OFFSET)
+            + u32::from(self.nodes) * u32::from(PEER_PORTS_PER_NODE);
+        if self.base_port < 1024 || top > u32::from(u16::MAX) {
+            return Err(BenchError::Config(format!(
+                "--base-port {} leaves no room for the peer ports (up to {top})",
+                self.base_port
+            )));
+        }
+        Ok(())
+    }
+
+    /// Fails if a client port is taken (another cluster is running).
+    pub fn check_ports_free(&self) -> Result<(), BenchError> {
+        for id in 1..=self.nodes {
+            let addr = self.client_addr(id);
+            TcpListener::bind(addr).map_err(|error| {
+                BenchError::Cluster(format!(
+                    "client port {addr} is in use ({error}); pick another --base-port"
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The `serve` arguments of node `id`.
+    pub fn serve_args(&self, id: u16) -> Vec<String> {
+        let peers: Vec<String> = (1..=self.nodes)
+            .map(|peer| format!("{peer}={}", self.peer_addr(peer)))
+            .collect();
+        let mut args = vec![
+            "serve".to_string(),
+            "--id".into(),
+            id.to_string(),
+            "--data-dir".into(),
+            self.node_dir(id).display().to_string(),
+            "--peers".into(),
+            peers.join(","),
+            "--client-addr".into(),
+            self.client_addr(id).to_string(),
+            "--cluster-id".into(),
+            self.cluster_id.to_string(),
+        ];
+        if let Some(shards) = self.shards {
+            args.extend(["--shards".into(), shards.to_string()]);
+        }
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+
+    fn node_dir(&self, id: u16) -> PathBuf {
+        self.data_dir.join(format!("node-{id}"))
+    }
+
+    fn log_path(&self, id: u16) -> PathBuf {
+        self.data_dir.join(format!("node-{id}.log"))
+    }
+}
+
+/// One running node.
+#[derive(Debug)]
+pub struct NodeProcess {
+    /// `--id`.
+    pub id: u16,
+    /// Where clients connect.
+    pub client_addr: SocketAddr,
+    /// Its log file, when logs go to files.
+    pub log_path: Option<PathBuf>,
+    child: Child,
+    /// Set once the child has been reaped.
+    status: Option<ExitStatus>,
+}
+
+/// The running nodes. Dropping it stops them.
+#[derive(Debug)]
+pub struct LocalCluster {
+    nodes: Vec<NodeProcess>,
+}
+
+impl LocalCluster {
+    /// Starts every node of `spec` from the current executable.
+    pub fn start(spec: &ClusterSpec) -> Result<LocalCluster, BenchError> {
+        spec.check()?;
+        let exe = std::env::current_exe()?;
+        std::fs::create_dir_all(&spec.data_dir)?;
+        let mut cluster = LocalCluster {
+            nodes: Vec::with_capacity(usize::from(spec.nodes)),
+        };
+        for id in 1..=spec.nodes {
+            std::fs::create_dir_all(spec.node_dir(id))?;
+            let mut command = Command::new(&exe);
+            command.args(spec.serve_args(id)).stdin(Stdio::null());
+            let log_path = match spec.logs {
+                Logs::Inherit => None,
+                Logs::Files => {
+                    let path = spec.log_path(id);
+                    let log = File::create(&path)?;
+                    command.stdout(log.try_clone()?).stderr(log);
+                    Some(path)
+                }
+            };
+            command.process_group(0);
+            // SAFETY: the closure runs in the child between fork and exec
+            // and calls only prctl and getppid, which are async-signal-safe;
+            // it touches no memory of the parent.
+            unsafe {
+                command.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // The parent may have died before prctl took effect.
+                    if libc::getppid() == 1 {
+                        return Err(std::io::Error::other("launcher exited"));
+                    }
+                    Ok(())
+                });
+            }
+            let child = command.spawn().map_err(|error| {
+                BenchError::Cluster(format!(
+                    "cannot start node {id} ({}): {error}",
+                    exe.display()
+                ))
+            })?;
+            cluster.nodes.push(NodeProcess {
+                id,
+                client_addr: spec.client_addr(id),
+                log_path,
+                child,
+                status: None,
+            });
+        }
+        Ok(cluster)
+    }
+
+    /// The nodes, in id order.
+    pub fn nodes(&self) -> &[NodeProcess] {
+        &self.nodes
+    }
+
+    /// Every node's client address.
+    pub fn client_addrs(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(|node| node.client_addr).collect()
+    }
+
+    /// The first node found to have exited since the last call, with its
+    /// status (reaped).
+    pub fn exited(&mut self) -> Option<(u16, ExitStatus)> {
+        for node in &mut self.nodes {
+            if node.status.is_some() {
+                continue;
+            }
+            if let Ok(Some(status)) = node.child.try_wait() {
+                node.status = Some(status);
+                return Some((node.id, status));
+            }
+        }
+        None
+    }
+
+    /// Waits until every node's CLUSTER SLOTS covers all 16384 slots (every
+    /// group has a leader that all nodes know), failing if a node exits or
+    /// `timeout` passes.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), BenchError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((id, status)) = self.exited() {
+                return Err(self.early_exit_error(id, status));
+            }
+            let ready = self
+                .nodes
+                .iter()
+                .all(|node| slots_covered(node.client_addr) == 16384);
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let covered: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .map(|node| format!("node {}: {}", node.id, slots_covered(node.client_addr)))
+                    .collect();
+                return Err(BenchError::Cluster(format!(
+                    "no leader for every group after {timeout:?} (slots covered: {})",
+                    covered.join(", ")
+                )));
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// The error for node `id` exiting on its own, with its log's tail.
+    pub fn early_exit_error(&self, id: u16, status: ExitStatus) -> BenchError {
+        let mut message = format!("node {id} exited early: {}", describe(status));
+        if let Some(path) = self
+            .nodes
+            .iter()
+            .find(|node| node.id == id)
+            .and_then(|node| node.log_path.as_deref())
+        {
+            message.push_str(&format!("\n--- last lines of {} ---\n", path.display()));
+            message.push_str(&log_tail(path));
+        }
+        BenchError::Cluster(message)
+    }
+
+    /// Sends `signal` to every live node, waits up to `grace`, then kills
+    /// what is left. Returns each node's exit status.
+    pub fn stop(&mut self, signal: i32, grace: Duration) -> Vec<(u16, ExitStatus)> {
+        for node in &mut self.nodes {
+            if node.status.is_none() {
+                // SAFETY: kill takes no pointers; the pid is our unreaped
+                // child, so it cannot have been reused.
+                unsafe {
+                    libc::kill(node.child.id() as libc::pid_t, signal);
+                }
+            }
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline && self.nodes.iter().any(|node| node.status.is_none()) {
+            while self.exited().is_some() {}
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for node in &mut self.nodes {
+            if node.status.is_none() {
+                let _ = node.child.kill();
+                node.status = node.child.wait().ok();
+            }
+        }
+        self.nodes
+            .iter()
+            .filter_map(|node| node.status.map(|status| (node.id, status)))
+            .collect()
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.stop(libc::SIGTERM, Duration::from_secs(5));
+    }
+}
+
+/// "exit status 3" or "killed by signal 9".
+pub fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        _ => status.to_string(),
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_arguments_follow_the_port_plan() {
+        let spec = ClusterSpec {
+            nodes: 3,
+            shards: Some(2),
+            data_dir: PathBuf::from("/d"),
+            base_port: 7001,
+            cluster_id: 9,
+            extra_args: Vec::new(),
+            logs: Logs::Files,
+        };
+        assert_eq!(
+            spec.serve_args(2).join(" "),
+            "serve --id 2 --data-dir /d/node-2 \
+             --peers 1=127.0.0.1:8001,2=127.0.0.1:8257,3=127.0.0.1:8513 \
+             --client-addr 127.0.0.1:7002 --cluster-id 9 --shards 2"
+        );
+        assert!(spec.check().is_ok());
+        let crowded = ClusterSpec {
+            base_port: 65000,
+            ..spec.clone()
+        };
+        assert!(crowded.check().is_err());
+        let too_many_shards = ClusterSpec {
+            shards: Some(300),
+            ..spec
+        };
+        assert!(too_many_shards.check().is_err());
+    }
+}
