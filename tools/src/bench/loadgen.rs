@@ -305,7 +305,11 @@ pub fn run(
         return Err(BenchError::Config("--rate must be positive".into()));
     }
     let bucket = TIMELINE_BUCKET_MIN.max(config.duration / TIMELINE_BUCKETS_MAX as u32);
-    let buckets = (config.duration.as_nanos() / bucket.as_nanos()) as usize + 1;
+    let buckets = config
+        .duration
+        .as_nanos()
+        .div_ceil(bucket.as_nanos())
+        .max(1) as usize;
     let request_bytes = config.payload_bytes + 128;
     let start = Instant::now();
     let generator = Generator {
@@ -550,7 +554,16 @@ impl Generator<'_> {
                         closed = true;
                         break;
                     }
-                    Ok(n) => conn.input_len += n,
+                    Ok(n) => {
+                        conn.input_len += n;
+                        // One request in flight: once its reply is whole
+                        // nothing more is due, so skip the read that would
+                        // only say EAGAIN (a later byte raises a new edge).
+                        if active && matches!(reply_len(&conn.input[..conn.input_len]), Ok(Some(_)))
+                        {
+                            break;
+                        }
+                    }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(_) => {

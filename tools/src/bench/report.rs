@@ -169,9 +169,14 @@ impl Summary<'_> {
             .build_cartesian_2d(0f64..CURVE_NINES_MAX, 0f64..y_max)?;
         chart
             .configure_mesh()
-            .x_desc("percentile")
+            .x_desc("percentile (%)")
             .y_desc("latency (ms)")
-            .x_label_formatter(&|nines| format!("{}", 100.0 * (1.0 - 10f64.powf(-nines))))
+            .x_labels(CURVE_NINES_MAX as usize + 1)
+            .x_label_formatter(&|nines| {
+                // 0 → "0", 1 → "90", 2 → "99", 3 → "99.9", ...
+                let decimals = (nines.round() as usize).saturating_sub(2);
+                format!("{:.*}", decimals, 100.0 * (1.0 - 10f64.powf(-nines)))
+            })
             .draw()?;
         chart.draw_series(LineSeries::new(points, &BLUE))?;
         Ok(())
