@@ -2,6 +2,9 @@
 //! `ringraft serve` processes. While the binary has no `serve` subcommand
 //! they must fail clearly, naming the node and its exit status; once it
 //! has, they must run a real cluster. Each test checks whichever holds.
+//!
+//! Base ports are below Linux's ephemeral range (32768-60999): an outgoing
+//! connection of a concurrent test could otherwise hold one.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -33,7 +36,7 @@ fn bench_without_target_runs_a_local_cluster_or_names_the_missing_serve() {
         .args(["bench", "--duration", "2s", "--clients", "8"])
         .args([
             "--base-port",
-            "45101",
+            "23001",
             "--json",
             json_path.to_str().unwrap(),
         ])
@@ -55,7 +58,16 @@ fn bench_without_target_runs_a_local_cluster_or_names_the_missing_serve() {
         let json: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap())
             .expect("JSON written");
         assert!(json["ops"].as_u64().unwrap() > 0, "{json}");
-        assert_eq!(json["errors"].as_u64(), Some(0), "{json}");
+        // A leadership change right after start-up (e.g. leaders being
+        // spread over the nodes) may refuse a few writes with a retryable
+        // error; nothing else may fail.
+        let ops = json["ops"].as_u64().unwrap();
+        let errors = json["errors"].as_u64().unwrap();
+        let retryable: u64 = ["TRYAGAIN", "CLUSTERDOWN"]
+            .iter()
+            .filter_map(|kind| json["errors_by_kind"][kind].as_u64())
+            .sum();
+        assert!(errors == retryable && errors * 100 <= ops, "{json}");
         assert!(
             json["elections"].as_u64().is_some(),
             "ringraft reports Raft terms: {json}"
@@ -75,7 +87,7 @@ fn bench_without_target_runs_a_local_cluster_or_names_the_missing_serve() {
 #[test]
 fn cluster_launcher_prints_addresses_and_stops_every_node() {
     let dir = tempfile::tempdir().unwrap();
-    let base_port: u16 = 47101;
+    let base_port: u16 = 25001;
     let mut launcher = ringraft()
         .args([
             "cluster",

@@ -71,8 +71,10 @@ pub struct ClusterBenchArgs {
     /// Distinct keys (`key:0`..), spread over every hash slot.
     #[arg(long, default_value_t = 100_000)]
     keys: u64,
-    /// First client port of the local cluster (peers use base + 1000..).
-    #[arg(long, default_value_t = 37001)]
+    /// First client port of the local cluster (peers use base + 1000..);
+    /// below Linux's ephemeral range (32768-60999), so that no outgoing
+    /// connection holds one of them.
+    #[arg(long, default_value_t = 21001)]
     base_port: u16,
     /// With --target: do not read CLUSTER SLOTS; start with every slot on
     /// the target and learn the cluster from -MOVED replies alone (checks a
@@ -143,7 +145,7 @@ fn bench(args: &ClusterBenchArgs) -> Result<ExitCode, BenchError> {
             cluster.wait_ready(READY_TIMEOUT)?;
             let table = SlotTable::discover(spec.client_addr(1))?;
             let target = format!(
-                "local {}-node cluster ({}, {:?} durability)",
+                "local {}-node cluster ({}, {} durability)",
                 spec.nodes,
                 cluster
                     .client_addrs()
@@ -151,7 +153,10 @@ fn bench(args: &ClusterBenchArgs) -> Result<ExitCode, BenchError> {
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join(" "),
-                args.durability
+                match args.durability {
+                    Durability::Fsync => "fsync",
+                    Durability::None => "none",
+                }
             );
             let code = measure(args, &config, target, table, Some(&mut cluster))?;
             cluster.stop(libc::SIGTERM, STOP_GRACE);
@@ -177,7 +182,13 @@ fn measure(
     } else {
         format!("{target} [single node: no CLUSTER SLOTS]")
     };
-    let terms_before = group_terms(&nodes);
+    // Every node's INFO: a local cluster's are all known; a target's are
+    // those CLUSTER SLOTS named (leaders and replicas).
+    let info_nodes = match &cluster {
+        Some(cluster) => cluster.client_addrs(),
+        None => nodes.clone(),
+    };
+    let terms_before = group_terms(&info_nodes);
     let bar = progress_bar(config.duration);
     let outcome: Outcome = loadgen::run(config, table, &mut |elapsed, ops| {
         bar.set_position(elapsed.as_millis() as u64);
@@ -193,7 +204,7 @@ fn measure(
     {
         return Err(cluster.early_exit_error(id, status));
     }
-    let terms_after = group_terms(&nodes);
+    let terms_after = group_terms(&info_nodes);
     let elections = match (&terms_before, &terms_after) {
         (Some(before), Some(after)) => Some(elections_between(before, after)),
         _ => None,

@@ -199,21 +199,14 @@ impl SlotTable {
             let Value::Array(Some(master)) = master else {
                 return Err(bad());
             };
-            let (Some(Value::Bulk(Some(ip))), Some(Value::Integer(port))) =
-                (master.first(), master.get(1))
-            else {
-                return Err(bad());
-            };
-            let ip = std::str::from_utf8(ip).map_err(|_| bad())?;
-            // Redis may leave the IP empty for "the node you asked".
-            let host = if ip.is_empty() {
-                from.ip().to_string()
-            } else {
-                ip.to_string()
-            };
-            let port = u16::try_from(*port).map_err(|_| bad())?;
-            let addr = resolve(&format!("{host}:{port}"))?;
-            let node = self.node_index(addr)?;
+            let node = self.node_index(node_addr(from, master).ok_or_else(bad)?)?;
+            // Replicas (fields 3..) serve no writes, but are nodes whose
+            // INFO counts elections.
+            for replica in &fields[3..] {
+                if let Value::Array(Some(replica)) = replica {
+                    self.node_index(node_addr(from, replica).ok_or_else(bad)?)?;
+                }
+            }
             let (start, end) = (
                 usize::try_from(*start).map_err(|_| bad())?,
                 usize::try_from(*end).map_err(|_| bad())?,
@@ -266,6 +259,22 @@ impl SlotTable {
     pub fn is_clustered(&self) -> bool {
         self.clustered
     }
+}
+
+/// A node as CLUSTER SLOTS lists it: `[ip, port, name, ...]`. Redis may
+/// leave the IP empty for "the node you asked".
+fn node_addr(from: SocketAddr, fields: &[Value]) -> Option<SocketAddr> {
+    let (Some(Value::Bulk(Some(ip))), Some(Value::Integer(port))) = (fields.first(), fields.get(1))
+    else {
+        return None;
+    };
+    let ip = std::str::from_utf8(ip).ok()?;
+    let host = if ip.is_empty() {
+        from.ip().to_string()
+    } else {
+        ip.to_string()
+    };
+    resolve(&format!("{host}:{}", u16::try_from(*port).ok()?)).ok()
 }
 
 /// Resolves `host:port` to its first address.
@@ -351,7 +360,8 @@ mod tests {
 
     #[test]
     fn control_replies_decode_nested_arrays() {
-        let input = b"*1\r\n*3\r\n:0\r\n:16383\r\n*3\r\n$9\r\n127.0.0.1\r\n:7001\r\n$2\r\nab\r\n";
+        let input = b"*1\r\n*4\r\n:0\r\n:16383\r\n*3\r\n$9\r\n127.0.0.1\r\n:7001\r\n$2\r\nab\r\n\
+                      *3\r\n$0\r\n\r\n:7002\r\n$2\r\ncd\r\n";
         let (value, used) = decode(input, 0).unwrap();
         assert_eq!(used, input.len());
         let Value::Array(Some(ranges)) = value else {
@@ -370,6 +380,9 @@ mod tests {
             "127.0.0.1:7001".parse().unwrap()
         );
         assert!(table.is_clustered());
+        // The replica (empty IP: the node asked) is known, owning nothing.
+        let replica: SocketAddr = "127.0.0.1:7002".parse().unwrap();
+        assert!(table.nodes().contains(&replica));
     }
 
     #[test]
