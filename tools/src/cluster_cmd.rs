@@ -11,12 +11,14 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use crate::bench::local_cluster::{ClusterSpec, LocalCluster, Logs, describe};
-use crate::bench::topology::slots_covered;
+use crate::bench::topology::Readiness;
 
 /// How often the launcher looks at signals and children.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// How often readiness is asked until every group has a leader.
-const READY_POLL_INTERVAL: Duration = Duration::from_millis(500);
+const READY_POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// How long the leader layout must hold to count as ready.
+const SETTLE: Duration = Duration::from_secs(1);
 /// How long nodes get to stop after the forwarded signal before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -103,6 +105,8 @@ pub fn run(args: ClusterArgs) -> ExitCode {
         spec.data_dir.display()
     );
     let mut ready = false;
+    let mut readiness = Readiness::new(SETTLE);
+    let addrs = cluster.client_addrs();
     let mut next_ready_check = Instant::now();
     loop {
         let signal = SIGNAL.load(Ordering::SeqCst);
@@ -122,10 +126,7 @@ pub fn run(args: ClusterArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
         if !ready && Instant::now() >= next_ready_check {
-            ready = cluster
-                .client_addrs()
-                .iter()
-                .all(|&addr| slots_covered(addr) == 16384);
+            ready = readiness.poll(&addrs);
             if ready {
                 println!("cluster ready: every group has a leader (16384 slots served)");
             }

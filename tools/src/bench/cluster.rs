@@ -23,6 +23,8 @@ use super::topology::{SlotTable, elections_between, group_terms, resolve};
 
 /// How long a fresh local cluster may take to elect every group's leader.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the leader layout must hold before the run starts.
+const SETTLE: Duration = Duration::from_secs(1);
 /// How long nodes get to stop after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -142,7 +144,7 @@ fn bench(args: &ClusterBenchArgs) -> Result<ExitCode, BenchError> {
                 spec.base_port
             );
             let mut cluster = LocalCluster::start(&spec)?;
-            cluster.wait_ready(READY_TIMEOUT)?;
+            cluster.wait_ready(READY_TIMEOUT, SETTLE)?;
             let table = SlotTable::discover(spec.client_addr(1))?;
             let target = format!(
                 "local {}-node cluster ({}, {} durability)",

@@ -25,7 +25,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use super::BenchError;
-use super::topology::slots_covered;
+use super::topology::Readiness;
 
 /// Peer ports reserved per node: shards per node are at most this.
 pub const PEER_PORTS_PER_NODE: u16 = 256;
@@ -252,31 +252,24 @@ impl LocalCluster {
         None
     }
 
-    /// Waits until every node's CLUSTER SLOTS covers all 16384 slots (every
-    /// group has a leader that all nodes know), failing if a node exits or
-    /// `timeout` passes.
-    pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), BenchError> {
+    /// Waits until the cluster is [`Readiness`]-ready (every node agrees on
+    /// a leader for all 16384 slots, unchanged for `settle`), failing if a
+    /// node exits or `timeout` passes.
+    pub fn wait_ready(&mut self, timeout: Duration, settle: Duration) -> Result<(), BenchError> {
         let deadline = Instant::now() + timeout;
+        let mut readiness = Readiness::new(settle);
+        let addrs = self.client_addrs();
         loop {
             if let Some((id, status)) = self.exited() {
                 return Err(self.early_exit_error(id, status));
             }
-            let ready = self
-                .nodes
-                .iter()
-                .all(|node| slots_covered(node.client_addr) == 16384);
-            if ready {
+            if readiness.poll(&addrs) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                let covered: Vec<String> = self
-                    .nodes
-                    .iter()
-                    .map(|node| format!("node {}: {}", node.id, slots_covered(node.client_addr)))
-                    .collect();
                 return Err(BenchError::Cluster(format!(
-                    "no leader for every group after {timeout:?} (slots covered: {})",
-                    covered.join(", ")
+                    "no steady leader for every group after {timeout:?} ({})",
+                    Readiness::describe(&addrs)
                 )));
             }
             std::thread::sleep(POLL_INTERVAL);

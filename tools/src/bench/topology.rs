@@ -285,25 +285,100 @@ pub fn resolve(text: &str) -> Result<SocketAddr, BenchError> {
         .ok_or_else(|| BenchError::BadAddress(text.to_string()))
 }
 
-/// Number of slots CLUSTER SLOTS at `addr` assigns to a node (0 on any
-/// error or for a target without cluster support). A local cluster is
-/// ready when this is 16384: every group has a leader.
-pub fn slots_covered(addr: SocketAddr) -> u32 {
+/// One node's view of who leads which slots: `(start, end, leader)` per
+/// range of CLUSTER SLOTS, sorted. None on any error.
+pub type Layout = Vec<(i64, i64, String)>;
+
+/// `addr`'s CLUSTER SLOTS as a [`Layout`].
+pub fn slot_layout(addr: SocketAddr) -> Option<Layout> {
     let Ok(Value::Array(Some(ranges))) = query(addr, &[b"CLUSTER", b"SLOTS"]) else {
-        return 0;
+        return None;
     };
-    ranges
-        .iter()
-        .filter_map(|range| match range {
-            Value::Array(Some(fields)) => match (fields.first(), fields.get(1)) {
-                (Some(Value::Integer(start)), Some(Value::Integer(end))) if end >= start => {
-                    Some((end - start + 1) as u32)
-                }
-                _ => None,
-            },
+    let mut layout = Vec::with_capacity(ranges.len());
+    for range in &ranges {
+        let Value::Array(Some(fields)) = range else {
+            return None;
+        };
+        let (
+            Some(Value::Integer(start)),
+            Some(Value::Integer(end)),
+            Some(Value::Array(Some(leader))),
+        ) = (fields.first(), fields.get(1), fields.get(2))
+        else {
+            return None;
+        };
+        layout.push((*start, *end, node_addr(addr, leader)?.to_string()));
+    }
+    layout.sort();
+    Some(layout)
+}
+
+/// Slots a layout assigns.
+pub fn slots_in(layout: &Layout) -> i64 {
+    layout.iter().map(|(start, end, _)| end - start + 1).sum()
+}
+
+/// When a fresh cluster is ready to measure: every node reports the same
+/// layout covering all 16384 slots (every group has a leader that all
+/// nodes know), unchanged for `settle`. The settle window lets start-up
+/// leadership moves finish (e.g. a runtime handing each group to its
+/// preferred node half a second after the first election), so the run
+/// measures the steady state; elections after that are counted.
+#[derive(Debug)]
+pub struct Readiness {
+    settle: Duration,
+    /// The agreed layout and since when it has held.
+    stable: Option<(std::time::Instant, Layout)>,
+}
+
+impl Readiness {
+    /// A tracker with the given settle window.
+    pub fn new(settle: Duration) -> Readiness {
+        Readiness {
+            settle,
+            stable: None,
+        }
+    }
+
+    /// Asks every node once; true once ready.
+    pub fn poll(&mut self, nodes: &[SocketAddr]) -> bool {
+        let now = std::time::Instant::now();
+        let layouts: Vec<Option<Layout>> = nodes.iter().map(|&node| slot_layout(node)).collect();
+        let agreed = match layouts.first() {
+            Some(Some(first))
+                if slots_in(first) == i64::from(SLOTS)
+                    && layouts.iter().all(|l| l.as_ref() == Some(first)) =>
+            {
+                Some(first.clone())
+            }
             _ => None,
-        })
-        .sum()
+        };
+        match (agreed, &self.stable) {
+            (Some(layout), Some((since, held))) if *held == layout => {
+                now.duration_since(*since) >= self.settle
+            }
+            (Some(layout), _) => {
+                self.stable = Some((now, layout));
+                self.settle.is_zero()
+            }
+            (None, _) => {
+                self.stable = None;
+                false
+            }
+        }
+    }
+
+    /// What each node reports, for an error message.
+    pub fn describe(nodes: &[SocketAddr]) -> String {
+        nodes
+            .iter()
+            .map(|&node| match slot_layout(node) {
+                Some(layout) => format!("{node}: {} slots led", slots_in(&layout)),
+                None => format!("{node}: no answer"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// Per group (shard index), the highest Raft term any node reports in its
