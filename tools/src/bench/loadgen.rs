@@ -628,7 +628,10 @@ impl Generator<'_> {
         let verdict = if reply.first() != Some(&b'-') {
             Verdict::Success
         } else if let Some((slot, addr)) = parse_moved(reply) {
-            Verdict::Moved(slot, resolve(addr)?)
+            match resolve(addr) {
+                Ok(addr) => Verdict::Moved(slot, addr),
+                Err(_) => Verdict::Failed("bad_moved_address".to_string()),
+            }
         } else {
             // "-ERR ...", "-CLUSTERDOWN ...": the first word names the kind.
             let text = &reply[1..len.saturating_sub(2).max(1)];
