@@ -94,9 +94,10 @@ pub fn run(args: ClusterArgs) -> ExitCode {
     };
     for node in cluster.nodes() {
         println!(
-            "node {}: client {}   (redis-cli -c -p {})",
+            "node {}: client {}   pid {}   (redis-cli -c -p {})",
             node.id,
             node.client_addr,
+            node.pid(),
             node.client_addr.port()
         );
     }

@@ -84,10 +84,9 @@ fn bench_without_target_runs_a_local_cluster_or_names_the_missing_serve() {
     }
 }
 
-#[test]
-fn cluster_launcher_prints_addresses_and_stops_every_node() {
-    let dir = tempfile::tempdir().unwrap();
-    let base_port: u16 = 25001;
+/// A running launcher and its stdout lines (read on a thread so the test
+/// can time out).
+fn launch(base_port: u16, dir: &std::path::Path) -> (std::process::Child, mpsc::Receiver<String>) {
     let mut launcher = ringraft()
         .args([
             "cluster",
@@ -97,12 +96,11 @@ fn cluster_launcher_prints_addresses_and_stops_every_node() {
             &base_port.to_string(),
         ])
         .arg("--data-dir")
-        .arg(dir.path())
+        .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Lines arrive on a thread so the test can time out.
     let (lines_tx, lines) = mpsc::channel();
     let stdout = launcher.stdout.take().unwrap();
     std::thread::spawn(move || {
@@ -112,6 +110,23 @@ fn cluster_launcher_prints_addresses_and_stops_every_node() {
             }
         }
     });
+    (launcher, lines)
+}
+
+/// Waits for the `cluster ready` line.
+fn wait_ready(lines: &mpsc::Receiver<String>) -> bool {
+    (0..600).any(|_| {
+        lines
+            .recv_timeout(Duration::from_millis(100))
+            .is_ok_and(|line| line.starts_with("cluster ready"))
+    })
+}
+
+#[test]
+fn cluster_launcher_prints_addresses_and_stops_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let base_port: u16 = 25001;
+    let (mut launcher, lines) = launch(base_port, dir.path());
     let mut seen = Vec::new();
     for id in 1..=3u16 {
         let line = lines.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -120,13 +135,7 @@ fn cluster_launcher_prints_addresses_and_stops_every_node() {
         seen.push(line);
     }
     if serve_exists() {
-        let ready = (0..600).find_map(|_| {
-            lines
-                .recv_timeout(Duration::from_millis(100))
-                .ok()
-                .filter(|line| line.starts_with("cluster ready"))
-        });
-        assert!(ready.is_some(), "every group elects a leader: {seen:?}");
+        assert!(wait_ready(&lines), "every group elects a leader: {seen:?}");
         // SAFETY: kill takes no pointers; the pid is our live child.
         unsafe { libc::kill(launcher.id() as libc::pid_t, libc::SIGTERM) };
         let status = launcher.wait().unwrap();
@@ -147,5 +156,40 @@ fn cluster_launcher_prints_addresses_and_stops_every_node() {
                 && stderr.contains("exited early: exit status 2"),
             "{stderr}"
         );
+    }
+}
+
+#[test]
+fn cluster_launcher_reports_a_node_that_dies_and_stops_the_others() {
+    if !serve_exists() {
+        eprintln!(
+            "SKIPPED: no `ringraft serve` yet (the launcher's early-exit report is checked by the test above)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base_port: u16 = 27001;
+    let (launcher, lines) = launch(base_port, dir.path());
+    let node_lines: Vec<String> = (0..3)
+        .map(|_| lines.recv_timeout(Duration::from_secs(10)).unwrap())
+        .collect();
+    let pid: libc::pid_t = node_lines[1]
+        .split("pid ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("node 2's pid is printed: {node_lines:?}"));
+    assert!(wait_ready(&lines), "ready: {node_lines:?}");
+    // SAFETY: kill takes no pointers; pid is the launcher's live child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let output = launcher.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("node 2 exited early: killed by signal 9"),
+        "{stderr}"
+    );
+    for id in 0..3 {
+        TcpListener::bind(("127.0.0.1", base_port + id)).expect("the other nodes stopped");
     }
 }

@@ -166,6 +166,13 @@ pub struct NodeProcess {
     status: Option<ExitStatus>,
 }
 
+impl NodeProcess {
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 /// The running nodes. Dropping it stops them.
 #[derive(Debug)]
 pub struct LocalCluster {
