@@ -3,6 +3,8 @@
 //! Each subcommand lives in its own module; `main` only parses and dispatches.
 
 mod bench;
+mod serve;
+mod server;
 mod wal_cmd;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -25,6 +27,8 @@ enum Command {
     Wal(wal_cmd::WalArgs),
     /// Measure ringraft's parts.
     Bench(bench::BenchArgs),
+    /// Run a node of the replicated KV/stream service (RESP).
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,5 +40,6 @@ fn main() -> ExitCode {
         }
         Some(Command::Wal(args)) => wal_cmd::run(args),
         Some(Command::Bench(args)) => bench::run(args),
+        Some(Command::Serve(args)) => serve::run(args),
     }
 }

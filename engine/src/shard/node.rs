@@ -60,6 +60,9 @@ impl NodeConfig {
         let voters: Vec<NodeId> = peers.iter().map(|p| p.0).collect();
         let mut raft = Config::new(id, &voters);
         raft.log_entries_max = 1 << 21;
+        // Reads served under the leader lease (CheckQuorum keeps it safe)
+        // instead of waiting for a heartbeat round each.
+        raft.lease_reads = true;
         raft.uncommitted_entries_max = 1 << 14;
         let wal = CreateOptions {
             capacity_bytes: 256 << 20,
