@@ -167,6 +167,11 @@ pub fn run(config: ServerConfig) -> Result<(), ServeError> {
             config.id
         )));
     }
+    if config.wal_capacity_bytes < 8 << 20 || !config.wal_capacity_bytes.is_power_of_two() {
+        return Err(ServeError::Flag(
+            "--wal-mib must be a power of two, at least 8".into(),
+        ));
+    }
     if config.shards == 0 || config.shards > 16384 {
         return Err(ServeError::Flag("--shards must be in 1..=16384".into()));
     }
@@ -186,8 +191,10 @@ pub fn run(config: ServerConfig) -> Result<(), ServeError> {
     );
     node_config.cluster_id = config.cluster_id;
     node_config.wal.capacity_bytes = config.wal_capacity_bytes;
-    node_config.wal.ring_bytes = (config.wal_capacity_bytes / 4).min(64 << 20);
-    node_config.wal.inflight_bytes_max = (node_config.wal.ring_bytes / 4).min(8 << 20);
+    // Ring memory: half the file up to 64 MiB; writes in flight: at most
+    // half the ring (the WAL's rule), at most 8 MiB.
+    node_config.wal.ring_bytes = (config.wal_capacity_bytes / 2).min(64 << 20);
+    node_config.wal.inflight_bytes_max = (node_config.wal.ring_bytes / 2 - 4096).min(8 << 20);
     let machines = (0..config.shards)
         .map(|_| Kv::new(KvConfig::default()))
         .collect();
