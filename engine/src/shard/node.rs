@@ -41,6 +41,9 @@ pub struct NodeConfig {
     pub wal: CreateOptions,
     /// Queue bounds per shard.
     pub bounds: ShardBounds,
+    /// Largest reply of a read (`StateMachine::query`); each mailbox slot
+    /// reserves this much (zeroed, so only touched pages become resident).
+    pub read_reply_bytes_max: usize,
     /// Pin shard `i` to core `i % cores`.
     pub pin_cores: bool,
     /// Hand group `i`'s leadership to node `peers[i % n]` when it is caught up,
@@ -80,6 +83,7 @@ impl NodeConfig {
             raft,
             wal,
             bounds: ShardBounds::default(),
+            read_reply_bytes_max: 1 << 20,
             pin_cores: true,
             spread_leaders: true,
         }
@@ -258,7 +262,7 @@ impl Node {
                     config.id,
                     &voters,
                     &config.bounds,
-                    sm.response_bytes_max().max(64 << 10),
+                    sm.response_bytes_max().max(config.read_reply_bytes_max),
                 )
                 .map_err(|source| NodeError::DataDir {
                     path: config.data_dir.clone(),

@@ -108,7 +108,7 @@ pub struct ShardBounds {
 impl Default for ShardBounds {
     fn default() -> ShardBounds {
         ShardBounds {
-            mailbox_slots_max: 1024,
+            mailbox_slots_max: 256,
             request_bytes_max: 64 << 10,
             follower_writes_max: 1024,
             deferred_appends_max: 32,
@@ -650,8 +650,10 @@ impl<S: StateMachine> Shard<S> {
 
     fn receive_data(&mut self) -> Result<(), ShardError> {
         for peer in 0..self.peer_ids.len() {
+            // Only receive what the ring can surely take (else TCP pushes back).
             while self.transport.data_ready(peer)
                 && self.follower_writes.len() < self.bounds.follower_writes_max
+                && wal_has_room(&self.wal, self.scratch.len())
             {
                 match self.transport.recv_data(peer, &mut self.scratch) {
                     DataEvent::Idle => break,
@@ -751,6 +753,9 @@ impl<S: StateMachine> Shard<S> {
                 RequestKind::Read => Ok(None),
                 RequestKind::Propose => {
                     let len = view.request.len();
+                    if !wal_has_room(wal, len) {
+                        return Ok(Some(Outcome::Busy));
+                    }
                     let id = match raft.propose(len) {
                         Ok(id) => id,
                         Err(ProposeError::NotLeader { leader }) => {
@@ -1063,6 +1068,19 @@ impl<S: StateMachine> Shard<S> {
             self.shared.mailbox.fail(ticket, outcome);
         }
     }
+}
+
+/// Whether the WAL can take `bytes` more of records now, with room to
+/// spare for a segment's padding and block padding: in ring memory (space
+/// is freed as the flusher makes it durable) and in the file (freed only by
+/// purging). Checked before the core is told of a write, so the core and the
+/// WAL never disagree about what was appended.
+fn wal_has_room(wal: &Wal, bytes: usize) -> bool {
+    let p = wal.positions();
+    let slack = bytes as u64 + 3 * ringraft_wal::BLOCK_BYTES as u64;
+    let ring_free = wal.superblock().ring_bytes - (p.accepted - p.durable);
+    let file_free = wal.capacity_bytes() - (p.accepted - p.start);
+    ring_free / 2 >= slack && file_free >= 2 * slack
 }
 
 /// Byte range of the records with indexes `first..=last` in a run that
