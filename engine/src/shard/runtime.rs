@@ -289,6 +289,10 @@ struct Shard<S: StateMachine> {
     leader_since: Option<Instant>,
     transfer_tried_term: u64,
     send_bytes_max: usize,
+    /// Something happened in this loop turn: turn once more before sleeping,
+    /// so the transport re-arms its socket polls (done in `poll`) and what
+    /// they find right away is handled now, not at the next tick.
+    worked: bool,
 }
 
 /// Starts a shard on a new thread. Returns once it has opened its WAL and
@@ -501,6 +505,7 @@ impl<S: StateMachine> Shard<S> {
             leader_since: None,
             transfer_tried_term: 0,
             send_bytes_max,
+            worked: false,
         })
     }
 
@@ -594,7 +599,11 @@ impl<S: StateMachine> Shard<S> {
     }
 
     fn wait(&mut self) -> Result<(), ShardError> {
-        let left = self.next_tick.saturating_duration_since(Instant::now());
+        let left = if std::mem::take(&mut self.worked) {
+            Duration::ZERO
+        } else {
+            self.next_tick.saturating_duration_since(Instant::now())
+        };
         // Round up so a wake-up never comes just before the tick is due.
         let timeout_ms = left.as_micros().div_ceil(1000) as i32;
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 4];
@@ -623,6 +632,9 @@ impl<S: StateMachine> Shard<S> {
     fn reap_flushes(&mut self) -> Result<(), ShardError> {
         self.wal.clear_completion_eventfd();
         let flushed = self.wal.flush_reap().map_err(|e| self.wal_error(e))?;
+        if flushed != self.raft.log().flushed_id() {
+            self.worked = true;
+        }
         // The leader's writes carry their own ids; a follower's write ids
         // carry the leader's term, so they are reported as their index is covered.
         self.raft.flushed(flushed);
@@ -638,6 +650,7 @@ impl<S: StateMachine> Shard<S> {
 
     fn receive_control(&mut self) {
         while let Some((peer, frame)) = self.transport.next_control() {
+            self.worked = true;
             let from = self.peer_ids[peer];
             match wire::from_frame(&frame, from, self.me) {
                 Some(msg) => {
@@ -655,7 +668,9 @@ impl<S: StateMachine> Shard<S> {
                 && self.follower_writes.len() < self.bounds.follower_writes_max
                 && wal_has_room(&self.wal, self.scratch.len())
             {
-                match self.transport.recv_data(peer, &mut self.scratch) {
+                let event = self.transport.recv_data(peer, &mut self.scratch);
+                self.worked |= !matches!(event, DataEvent::Idle);
+                match event {
                     DataEvent::Idle => break,
                     DataEvent::NoRoom { needed } => {
                         log::warn!(
@@ -744,6 +759,7 @@ impl<S: StateMachine> Shard<S> {
             self.start_read(ticket);
         }
         while let Some(ticket) = self.shared.mailbox.pop() {
+            self.worked = true;
             // The no-op of a new leader goes first, so proposals are accepted.
             self.take_noop()?;
             let mailbox = &self.shared.mailbox;
@@ -822,6 +838,7 @@ impl<S: StateMachine> Shard<S> {
         }
         self.take_noop()?;
         while let Some(out) = self.raft.pop_outgoing() {
+            self.worked = true;
             match out {
                 Outgoing::Control(msg) => {
                     let Some(peer) = self.transport.peer_index(msg.to as u32) else {
