@@ -62,7 +62,10 @@ impl NodeConfig {
     ) -> NodeConfig {
         let voters: Vec<NodeId> = peers.iter().map(|p| p.0).collect();
         let mut raft = Config::new(id, &voters);
+        // Raised to the WAL's capacity / 32 at start; term runs: one per
+        // leader change kept in the log (no compaction yet).
         raft.log_entries_max = 1 << 21;
+        raft.term_runs_max = 1 << 16;
         // Reads served under the leader lease (CheckQuorum keeps it safe)
         // instead of waiting for a heartbeat round each.
         raft.lease_reads = true;

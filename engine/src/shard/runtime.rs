@@ -544,6 +544,11 @@ impl<S: StateMachine> Shard<S> {
             }
         }
         let mut cfg = config.raft.clone();
+        // Without compaction the core must be able to hold every entry the
+        // file can: a record takes at least 32 bytes.
+        cfg.log_entries_max = cfg
+            .log_entries_max
+            .max((wal.capacity_bytes() / ringraft_wal::record::HEADER_BYTES as u64) as usize);
         cfg.id = config.node_id;
         cfg.voters = config.voters.iter().map(|v| v.0).collect();
         let seed = config.node_id.wrapping_mul(0x9E37_79B9)
