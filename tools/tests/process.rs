@@ -36,6 +36,18 @@ fn free_base() -> u16 {
     panic!("no free port range found");
 }
 
+/// Where clients reach each node (copyable into writer threads).
+#[derive(Debug, Clone, Copy)]
+struct Clients {
+    base: u16,
+}
+
+impl Clients {
+    fn client(&self, id: u64) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.base + id as u16))
+    }
+}
+
 /// A cluster of child processes, all killed when dropped (even on panic).
 struct Cluster {
     base: u16,
@@ -57,7 +69,11 @@ impl Cluster {
     }
 
     fn client(&self, id: u64) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.base + id as u16))
+        self.clients().client(id)
+    }
+
+    fn clients(&self) -> Clients {
+        Clients { base: self.base }
     }
 
     fn spawn(&mut self, id: u64) {
@@ -137,6 +153,10 @@ fn call_once(addr: SocketAddr, args: &[&[u8]]) -> std::io::Result<Vec<u8>> {
 /// A command as a cluster client runs it: follows -MOVED, retries while a
 /// group has no leader or a node is down, until `deadline`.
 fn call(cluster: &Cluster, start: u64, args: &[&[u8]], deadline: Duration) -> Vec<u8> {
+    call_via(cluster.clients(), start, args, deadline)
+}
+
+fn call_via(cluster: Clients, start: u64, args: &[&[u8]], deadline: Duration) -> Vec<u8> {
     let until = Instant::now() + deadline;
     let mut addr = cluster.client(start);
     let mut next = start;
@@ -267,6 +287,30 @@ fn a_three_node_cluster_keeps_every_acknowledged_write_across_a_leader_kill() {
         );
     }
 
+    // A second client writes all along, through the kill and the restart.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let background = {
+        let (clients, stop) = (cluster.clients(), stop.clone());
+        std::thread::spawn(move || {
+            let mut acked = BTreeMap::new();
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (key, value) = (format!("bg-{i}"), format!("bg-value-{i}"));
+                let reply = call_via(
+                    clients,
+                    i % NODES + 1,
+                    &[b"SET", key.as_bytes(), value.as_bytes()],
+                    wait,
+                );
+                assert_eq!(reply, b"+OK\r\n", "SET {key}");
+                acked.insert(key, value);
+                i += 1;
+            }
+            acked
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+
     // kill -9 the leader of group 0; a new leader serves writes within 3 s.
     let victim = leader_of(&cluster, 0, 0).expect("group 0 has a leader");
     cluster.kill(victim);
@@ -326,6 +370,14 @@ fn a_three_node_cluster_keeps_every_acknowledged_write_across_a_leader_kill() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let background_acked = background.join().expect("the background writer failed");
+    assert!(
+        background_acked.len() > 10,
+        "the background writer barely wrote"
+    );
+    acked.extend(background_acked);
 
     // Not one acknowledged write is missing or changed, asked through every node.
     for (n, (key, value)) in acked.iter().enumerate() {
