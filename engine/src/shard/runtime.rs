@@ -740,6 +740,7 @@ impl<S: StateMachine> Shard<S> {
             return Ok(());
         };
         if let Some(index) = truncate_after {
+            self.drop_proposals_from(index + 1);
             self.wal
                 .truncate_after(index, io_id.term)
                 .map_err(|e| self.wal_error(e))?;
@@ -796,6 +797,7 @@ impl<S: StateMachine> Shard<S> {
                 Some(Ok(None)) => self.start_read(ticket),
                 Some(Ok(Some(Outcome::Replied))) => {
                     let id = self.raft.log().accepted();
+                    self.drop_proposals_from(id.index);
                     self.proposals.push_back((id, ticket));
                 }
                 Some(Ok(Some(outcome))) => self.shared.mailbox.fail(ticket, outcome),
@@ -961,6 +963,19 @@ impl<S: StateMachine> Shard<S> {
         }
         self.complete_reads();
         Ok(())
+    }
+
+    /// Our entries from `index` on were replaced (truncated by a new
+    /// leader, or overwritten after we led again): their proposals will
+    /// never apply. Keeps `proposals` sorted by index.
+    fn drop_proposals_from(&mut self, index: u64) {
+        while let Some(&(id, ticket)) = self.proposals.back() {
+            if id.index < index {
+                break;
+            }
+            self.proposals.pop_back();
+            self.shared.mailbox.fail(ticket, Outcome::Dropped);
+        }
     }
 
     fn complete_proposals(&mut self, applied: u64) {
