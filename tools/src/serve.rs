@@ -37,6 +37,9 @@ pub struct ServeArgs {
     /// Client connections open at most.
     #[arg(long, default_value_t = 1024)]
     pub connections_max: usize,
+    /// Do not pin shard threads to cores (several nodes sharing few cores).
+    #[arg(long)]
+    pub no_pin: bool,
 }
 
 /// Runs the server until it fails.
@@ -61,6 +64,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         cluster_id: args.cluster_id,
         wal_capacity_bytes: args.wal_mib << 20,
         connections_max: args.connections_max,
+        pin_cores: !args.no_pin,
     };
     match server::run(config) {
         Ok(()) => ExitCode::SUCCESS,

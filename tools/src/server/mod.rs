@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub wal_capacity_bytes: u64,
     /// Open client connections at most.
     pub connections_max: usize,
+    /// Pin shard i to core i mod cores.
+    pub pin_cores: bool,
 }
 
 /// Why the server could not start.
@@ -190,6 +192,7 @@ pub fn run(config: ServerConfig) -> Result<(), ServeError> {
         config.data_dir.clone(),
     );
     node_config.cluster_id = config.cluster_id;
+    node_config.pin_cores = config.pin_cores;
     node_config.wal.capacity_bytes = config.wal_capacity_bytes;
     // Ring memory: half the file up to 64 MiB; writes in flight: at most
     // half the ring (the WAL's rule), at most 8 MiB.
