@@ -4,6 +4,8 @@
 
 mod bench;
 mod cluster_cmd;
+mod serve;
+mod server;
 mod wal_cmd;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -28,6 +30,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Start a local cluster of `ringraft serve` processes.
     Cluster(cluster_cmd::ClusterArgs),
+    /// Run a node of the replicated KV/stream service (RESP).
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,5 +44,6 @@ fn main() -> ExitCode {
         Some(Command::Wal(args)) => wal_cmd::run(args),
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::Cluster(args)) => cluster_cmd::run(args),
+        Some(Command::Serve(args)) => serve::run(args),
     }
 }

@@ -1,0 +1,76 @@
+//! `ringraft serve`: flags, then the server (`server/`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::server::{self, ServerConfig};
+
+/// Flags of `ringraft serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// This node's id (one of the ids in --peers).
+    #[arg(long)]
+    pub id: u64,
+    /// Directory of this node's WAL files (`shard-<i>.wal`), created if absent.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Every node's peer address: `1=HOST:PORT,2=HOST:PORT,...`; shard i
+    /// listens on PORT + i.
+    #[arg(long)]
+    pub peers: String,
+    /// Where clients (RESP) connect. Node k's client port is taken to be
+    /// this port - --id + k (on node k's peer host).
+    #[arg(long)]
+    pub client_addr: SocketAddr,
+    /// Shards (Raft groups); default: available cores.
+    #[arg(long)]
+    pub shards: Option<u32>,
+    /// Cluster id: WAL files and peers of another cluster are refused.
+    #[arg(long, default_value_t = 1)]
+    pub cluster_id: u64,
+    /// Size of each shard's WAL file when created, MiB.
+    #[arg(long, default_value_t = 256)]
+    pub wal_mib: u64,
+    /// Client connections open at most.
+    #[arg(long, default_value_t = 1024)]
+    pub connections_max: usize,
+    /// Do not pin shard threads to cores (several nodes sharing few cores).
+    #[arg(long)]
+    pub no_pin: bool,
+}
+
+/// Runs the server until it fails.
+pub fn run(args: ServeArgs) -> ExitCode {
+    server::logger::init();
+    let shards = args
+        .shards
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+    let peers = match server::parse_peers(&args.peers) {
+        Ok(peers) => peers,
+        Err(error) => {
+            eprintln!("ringraft serve: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = ServerConfig {
+        id: args.id,
+        data_dir: args.data_dir,
+        peers,
+        client_addr: args.client_addr,
+        shards,
+        cluster_id: args.cluster_id,
+        wal_capacity_bytes: args.wal_mib << 20,
+        connections_max: args.connections_max,
+        pin_cores: !args.no_pin,
+    };
+    match server::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ringraft serve: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
