@@ -236,45 +236,24 @@ pub fn peek_header(src: &[u8]) -> Result<RecordHeader, RecordError> {
 
 /// Decodes and verifies the record at the start of `src`.
 pub fn decode(src: &[u8]) -> Result<Record<'_>, RecordError> {
-    if src.len() < HEADER_BYTES {
-        return Err(RecordError::Truncated {
-            needed: HEADER_BYTES,
-            available: src.len(),
-        });
-    }
-    let u32_at = |at: usize| u32::from_le_bytes(src[at..at + 4].try_into().unwrap());
-    let u64_at = |at: usize| u64::from_le_bytes(src[at..at + 8].try_into().unwrap());
-    let magic = u16::from_le_bytes([src[10], src[11]]);
-    let reserved = u64::from(src[9]) | u64::from(u32_at(12)) << 8;
-    if magic != RECORD_MAGIC || reserved != 0 {
-        return Err(RecordError::NotARecord { magic, reserved });
-    }
-    let kind = RecordKind::from_u8(src[8]).ok_or(RecordError::UnknownKind(src[8]))?;
-    let payload_len = u32_at(4);
-    if payload_len as usize > PAYLOAD_BYTES_MAX {
-        return Err(RecordError::TooLong(payload_len));
-    }
-    let size = record_bytes(payload_len as usize);
+    let header = peek_header(src)?;
+    let payload_len = header.payload_len as usize;
+    let size = record_bytes(payload_len);
     if src.len() < size {
         return Err(RecordError::Truncated {
             needed: size,
             available: src.len(),
         });
     }
-    let stored = u32_at(0);
-    let computed = compute_crc(kind, &src[..size], payload_len as usize);
-    if stored != computed {
-        return Err(RecordError::BadCrc { stored, computed });
+    let computed = compute_crc(header.kind, &src[..size], payload_len);
+    if header.crc != computed {
+        return Err(RecordError::BadCrc {
+            stored: header.crc,
+            computed,
+        });
     }
-    let header = RecordHeader {
-        crc: stored,
-        payload_len,
-        kind,
-        term: u64_at(16),
-        index: u64_at(24),
-    };
-    let payload = match kind {
-        RecordKind::Entry => &src[HEADER_BYTES..HEADER_BYTES + payload_len as usize],
+    let payload = match header.kind {
+        RecordKind::Entry => &src[HEADER_BYTES..HEADER_BYTES + payload_len],
         RecordKind::Padding => &src[..0],
     };
     Ok(Record {
