@@ -73,6 +73,19 @@ fn tick_until_not_follower(n: &mut RaftNode<SplitMix64>) -> u64 {
     panic!("never campaigned");
 }
 
+/// Campaigns `n` (a candidate in `term` once its timeout fires) and hands
+/// it `voter`'s vote, which with its own makes a majority of three.
+fn win_election(n: &mut RaftNode<SplitMix64>, voter: NodeId, term: u64) {
+    tick_until_not_follower(n);
+    persist(n);
+    let body = Body::Vote {
+        pre_vote: false,
+        granted: true,
+    };
+    n.step(msg(voter, n.id(), term, body));
+    assert_eq!(n.role(), Role::Leader);
+}
+
 /// A group whose messages are delivered at once and whose writes flush at
 /// once, unless a node is listed in `isolated`.
 struct Cluster {
@@ -457,18 +470,7 @@ fn commit_counts_only_entries_of_the_current_term() {
         vote: None,
     };
     let mut l = node_with_log(config(1, 3, |_| {}), &[1, 2], hard);
-    tick_until_not_follower(&mut l);
-    persist(&mut l);
-    l.step(msg(
-        2,
-        1,
-        3,
-        Body::Vote {
-            pre_vote: false,
-            granted: true,
-        },
-    ));
-    assert_eq!(l.role(), Role::Leader);
+    win_election(&mut l, 2, 3);
     let noop = l.take_noop().unwrap();
     assert_eq!(noop, IoId::new(3, 3));
     l.flushed(noop);
@@ -795,18 +797,7 @@ fn read_index_waits_for_a_quorum_of_heartbeat_responses() {
 #[test]
 fn read_index_needs_a_commit_in_the_leaders_term() {
     let mut l = node(config(1, 3, |_| {}));
-    tick_until_not_follower(&mut l);
-    persist(&mut l);
-    l.step(msg(
-        2,
-        1,
-        1,
-        Body::Vote {
-            pre_vote: false,
-            granted: true,
-        },
-    ));
-    assert_eq!(l.role(), Role::Leader);
+    win_election(&mut l, 2, 1);
     assert_eq!(l.read_index(1), Err(ReadError::NoCommitInTerm));
 }
 
