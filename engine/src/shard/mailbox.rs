@@ -210,8 +210,19 @@ impl Mailbox {
             slot: index,
             generation: state.generation,
         };
-        lock(&self.queue).push_back(ticket);
-        self.wake();
+        let was_empty = {
+            let mut queue = lock(&self.queue);
+            let was_empty = queue.is_empty();
+            queue.push_back(ticket);
+            was_empty
+        };
+        // The shard pops until it finds the queue empty (under the lock),
+        // after clearing the eventfd: a request pushed behind others is
+        // taken in the same turn, so only the first needs a wake-up (one
+        // syscall, and one loop wake-up, per batch instead of per request).
+        if was_empty {
+            self.wake();
+        }
         let result = loop {
             if let Some(outcome) = state.outcome {
                 reply.clear();
