@@ -210,6 +210,9 @@ impl Mailbox {
             slot: index,
             generation: state.generation,
         };
+        // Unlocked while the shard is woken, so it never blocks on this
+        // slot's lock in `with_request`; re-taken below to wait.
+        drop(state);
         let was_empty = {
             let mut queue = lock(&self.queue);
             let was_empty = queue.is_empty();
@@ -223,6 +226,7 @@ impl Mailbox {
         if was_empty {
             self.wake();
         }
+        let mut state = lock(&slot.state);
         let result = loop {
             if let Some(outcome) = state.outcome {
                 reply.clear();
@@ -304,6 +308,11 @@ impl Mailbox {
         });
         st.reply_len = len;
         st.outcome = Some(outcome);
+        // Unlock before waking: a caller woken while the lock is still held
+        // would at once block on it and need a second wake-up (two more
+        // futex calls and a context switch per request). The caller checks
+        // `outcome` under the lock before it waits, so no wake-up is lost.
+        drop(state);
         slot.done.notify_one();
     }
 
