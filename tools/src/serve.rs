@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// Do not pin shard threads to cores (several nodes sharing few cores).
     #[arg(long)]
     pub no_pin: bool,
+    /// Pin shard i to core (first-core + i) mod cores: nodes sharing a
+    /// machine give each a different first core.
+    #[arg(long, default_value_t = 0)]
+    pub first_core: usize,
 }
 
 /// Runs the server until it fails.
@@ -65,6 +69,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         wal_capacity_bytes: args.wal_mib << 20,
         connections_max: args.connections_max,
         pin_cores: !args.no_pin,
+        first_core: args.first_core,
     };
     match server::run(config) {
         Ok(()) => ExitCode::SUCCESS,

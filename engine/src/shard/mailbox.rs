@@ -210,8 +210,23 @@ impl Mailbox {
             slot: index,
             generation: state.generation,
         };
-        lock(&self.queue).push_back(ticket);
-        self.wake();
+        // Unlocked while the shard is woken, so it never blocks on this
+        // slot's lock in `with_request`; re-taken below to wait.
+        drop(state);
+        let was_empty = {
+            let mut queue = lock(&self.queue);
+            let was_empty = queue.is_empty();
+            queue.push_back(ticket);
+            was_empty
+        };
+        // The shard pops until it finds the queue empty (under the lock),
+        // after clearing the eventfd: a request pushed behind others is
+        // taken in the same turn, so only the first needs a wake-up (one
+        // syscall, and one loop wake-up, per batch instead of per request).
+        if was_empty {
+            self.wake();
+        }
+        let mut state = lock(&slot.state);
         let result = loop {
             if let Some(outcome) = state.outcome {
                 reply.clear();
@@ -293,6 +308,11 @@ impl Mailbox {
         });
         st.reply_len = len;
         st.outcome = Some(outcome);
+        // Unlock before waking: a caller woken while the lock is still held
+        // would at once block on it and need a second wake-up (two more
+        // futex calls and a context switch per request). The caller checks
+        // `outcome` under the lock before it waits, so no wake-up is lost.
+        drop(state);
         slot.done.notify_one();
     }
 

@@ -44,8 +44,12 @@ pub struct NodeConfig {
     /// Largest reply of a read (`StateMachine::query`); each mailbox slot
     /// reserves this much (zeroed, so only touched pages become resident).
     pub read_reply_bytes_max: usize,
-    /// Pin shard `i` to core `i % cores`.
+    /// Pin shard `i` to core `(first_core + i) % cores`.
     pub pin_cores: bool,
+    /// The core of shard 0 when pinning: nodes that share a machine (a
+    /// local cluster) spread their shards over the cores instead of all
+    /// taking core 0.
+    pub first_core: usize,
     /// Hand group `i`'s leadership to node `peers[i % n]` when it is caught up,
     /// so every node leads some groups.
     pub spread_leaders: bool,
@@ -88,6 +92,7 @@ impl NodeConfig {
             bounds: ShardBounds::default(),
             read_reply_bytes_max: 1 << 20,
             pin_cores: true,
+            first_core: 0,
             spread_leaders: true,
         }
     }
@@ -287,7 +292,9 @@ impl Node {
                 raft: config.raft.clone(),
                 tick: config.tick,
                 bounds: config.bounds,
-                core: config.pin_cores.then_some(shard as usize % cores),
+                core: config
+                    .pin_cores
+                    .then_some((config.first_core + shard as usize) % cores),
                 preferred_leader: config
                     .spread_leaders
                     .then(|| voters[shard as usize % voters.len()]),

@@ -137,7 +137,15 @@ impl ClusterSpec {
             self.cluster_id.to_string(),
         ];
         if let Some(shards) = self.shards {
-            args.extend(["--shards".into(), shards.to_string()]);
+            // Nodes on one machine: node k's shards start on core (k-1)·S,
+            // so their pinned threads spread over the cores.
+            let first_core = usize::from(id - 1) * usize::from(shards);
+            args.extend([
+                "--shards".into(),
+                shards.to_string(),
+                "--first-core".into(),
+                first_core.to_string(),
+            ]);
         }
         args.extend(self.extra_args.iter().cloned());
         args
@@ -368,7 +376,7 @@ mod tests {
             spec.serve_args(2).join(" "),
             "serve --id 2 --data-dir /d/node-2 \
              --peers 1=127.0.0.1:8001,2=127.0.0.1:8257,3=127.0.0.1:8513 \
-             --client-addr 127.0.0.1:7002 --cluster-id 9 --shards 2"
+             --client-addr 127.0.0.1:7002 --cluster-id 9 --shards 2 --first-core 2"
         );
         assert!(spec.check().is_ok());
         let crowded = ClusterSpec {

@@ -46,8 +46,10 @@ pub struct ServerConfig {
     pub wal_capacity_bytes: u64,
     /// Open client connections at most.
     pub connections_max: usize,
-    /// Pin shard i to core i mod cores.
+    /// Pin shard i to core (first_core + i) mod cores.
     pub pin_cores: bool,
+    /// Core of shard 0 when pinning.
+    pub first_core: usize,
 }
 
 /// Why the server could not start.
@@ -193,6 +195,7 @@ pub fn run(config: ServerConfig) -> Result<(), ServeError> {
     );
     node_config.cluster_id = config.cluster_id;
     node_config.pin_cores = config.pin_cores;
+    node_config.first_core = config.first_core;
     node_config.wal.capacity_bytes = config.wal_capacity_bytes;
     // Ring memory: half the file up to 64 MiB; writes in flight: at most
     // half the ring (the WAL's rule), at most 8 MiB.
