@@ -4,9 +4,29 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::server::{self, ServerConfig};
+
+/// What an acknowledged write has reached on a quorum of nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Durability {
+    /// Stable storage: the log is written O_DIRECT with RWF_DSYNC.
+    Fsync,
+    /// The device: the same O_DIRECT writes without RWF_DSYNC, so a write
+    /// survives a process crash but may be lost on power failure.
+    None,
+}
+
+impl Durability {
+    /// The flag's value, for logs, INFO and bench reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Durability::Fsync => "fsync",
+            Durability::None => "none",
+        }
+    }
+}
 
 /// Flags of `ringraft serve`.
 #[derive(Debug, Args)]
@@ -44,6 +64,11 @@ pub struct ServeArgs {
     /// machine give each a different first core.
     #[arg(long, default_value_t = 0)]
     pub first_core: usize,
+    /// fsync: a write is acknowledged once on stable storage on a quorum;
+    /// none: once handed to the disk (no RWF_DSYNC) on a quorum, so it may
+    /// be lost on power failure.
+    #[arg(long, value_enum, default_value = "fsync")]
+    pub durability: Durability,
 }
 
 /// Runs the server until it fails.
@@ -70,6 +95,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         connections_max: args.connections_max,
         pin_cores: !args.no_pin,
         first_core: args.first_core,
+        durability: args.durability,
     };
     match server::run(config) {
         Ok(()) => ExitCode::SUCCESS,

@@ -34,6 +34,9 @@ fn bench_without_target_runs_a_local_cluster_or_names_the_missing_serve() {
     let json_path = dir.path().join("out.json");
     let output = ringraft()
         .args(["bench", "--duration", "2s", "--clients", "8"])
+        // `serve --durability none` nodes must start and serve like the
+        // default ones (process tests cover fsync).
+        .args(["--durability", "none"])
         .args([
             "--base-port",
             "23001",
@@ -58,6 +61,7 @@ fn bench_without_target_runs_a_local_cluster_or_names_the_missing_serve() {
         let json: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap())
             .expect("JSON written");
         assert!(json["ops"].as_u64().unwrap() > 0, "{json}");
+        assert_eq!(json["durability"], "none", "{json}");
         // The run starts once leadership has settled, but an election
         // during it (a starved node on a loaded machine) may refuse a few
         // writes with a retryable error; nothing else may fail.
@@ -73,6 +77,7 @@ fn bench_without_target_runs_a_local_cluster_or_names_the_missing_serve() {
             "ringraft reports Raft terms: {json}"
         );
         assert!(stdout.contains("throughput"), "{stdout}");
+        assert!(stdout.contains("none durability"), "{stdout}");
     } else {
         assert!(!output.status.success(), "{stdout}");
         assert!(

@@ -129,6 +129,8 @@ fn bench_wal_prints_the_json_keys() {
         "8388608",
         "--file",
         path.to_str().unwrap(),
+        "--durability",
+        "none",
         "--json",
     ]);
     assert!(output.status.success(), "{output:?}");
@@ -140,10 +142,40 @@ fn bench_wal_prints_the_json_keys() {
         "\"p99\":",
         "\"p999\":",
         "\"max\":",
+        "\"durability\":\"none\"",
     ] {
         assert!(text.contains(key), "{key} missing in {text}");
     }
-    // The appends it measured are durable in the file it kept.
+    // The appends it measured (without RWF_DSYNC) are in the file it
+    // kept, which a clean close made durable.
     let output = ringraft(&["wal", "verify", path.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+}
+
+#[test]
+fn an_unknown_durability_is_refused_naming_the_choices() {
+    for command in [&["serve"][..], &["bench"], &["bench", "wal"]] {
+        let mut args = command.to_vec();
+        if command == ["serve"] {
+            args.extend([
+                "--id",
+                "1",
+                "--data-dir",
+                "/nonexistent",
+                "--peers",
+                "1=127.0.0.1:1",
+                "--client-addr",
+                "127.0.0.1:2",
+            ]);
+        }
+        args.extend(["--durability", "sometimes"]);
+        let output = ringraft(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("invalid value 'sometimes' for '--durability")
+                && stderr.contains("[possible values: fsync, none]"),
+            "{args:?}: {stderr}"
+        );
+    }
 }

@@ -447,6 +447,7 @@ fn info_and_config_as_clients_read_them() {
     assert_eq!(info, format!("${}\r\n{body}\r\n", body.len()));
     let all = node.reply("INFO\r\n");
     assert!(all.contains("# Server\r\nredis_version:7.0.0\r\n"), "{all}");
+    assert!(all.contains("shards:3\r\ndurability:fsync\r\n"), "{all}");
     assert!(all.contains("\r\n\r\n# Replication\r\n"), "{all}");
     assert!(all.contains("# Cluster\r\ncluster_enabled:1\r\n"), "{all}");
     assert_eq!(node.reply("INFO nosuchsection\r\n"), "$0\r\n\r\n");

@@ -9,7 +9,8 @@
 //! ```
 //! The Wal decides what to write (the dirty block range); this module only
 //! issues `WriteFixed` (or `Write` when the buffer could not be registered)
-//! with `RWF_DSYNC` and reports completions.
+//! with `RWF_DSYNC` (unless `Tuning::sync_writes` is off) and reports
+//! completions.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
@@ -46,12 +47,15 @@ pub(crate) struct Flusher {
     order_head: usize,
     order_len: usize,
     eventfd: OwnedFd,
+    /// `rw_flags` of every write: `RWF_DSYNC`, or 0 when `sync_writes` is off.
+    rw_flags: i32,
 }
 
 impl std::fmt::Debug for Flusher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Flusher")
             .field("fixed", &self.fixed)
+            .field("dsync", &(self.rw_flags != 0))
             .field("in_flight", &self.order_len)
             .field("ios_max", &self.slots.len())
             .finish()
@@ -66,6 +70,7 @@ impl Flusher {
         memory: *mut u8,
         len: usize,
         register: bool,
+        sync_writes: bool,
     ) -> Result<(Flusher, Option<std::io::Error>)> {
         assert!(ios_max > 0 && ios_max <= u16::MAX as usize);
         let entries = (ios_max as u32).next_power_of_two().max(4);
@@ -107,6 +112,7 @@ impl Flusher {
             order_head: 0,
             order_len: 0,
             eventfd,
+            rw_flags: if sync_writes { libc::RWF_DSYNC } else { 0 },
         };
         Ok((flusher, refusal))
     }
@@ -127,7 +133,7 @@ impl Flusher {
         self.order_len < self.slots.len()
     }
 
-    /// Queues a DSYNC write of `len` bytes at `buf` (inside the registered
+    /// Queues a write (DSYNC unless `sync_writes` is off) of `len` bytes at `buf` (inside the registered
     /// memory) to `file_offset`. The caller ensures a free slot exists and
     /// that the bytes stay untouched until completion.
     pub(crate) fn push_write(
@@ -146,12 +152,12 @@ impl Flusher {
         let entry = if self.fixed {
             opcode::WriteFixed::new(types::Fd(fd), buf, len, 0)
                 .offset(file_offset)
-                .rw_flags(libc::RWF_DSYNC)
+                .rw_flags(self.rw_flags)
                 .build()
         } else {
             opcode::Write::new(types::Fd(fd), buf, len)
                 .offset(file_offset)
-                .rw_flags(libc::RWF_DSYNC)
+                .rw_flags(self.rw_flags)
                 .build()
         }
         .user_data(slot_index as u64);

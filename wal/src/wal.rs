@@ -54,6 +54,20 @@ pub struct Tuning {
     pub register_buffer: bool,
     /// Tasks that may await each watermark.
     pub watermark_waiters_max: usize,
+    /// Issue the log writes (the flusher's ring writes) with `RWF_DSYNC`.
+    ///
+    /// true (default): `flushed` / the durable point means the bytes are on
+    /// stable storage; an acknowledged write survives power loss.
+    ///
+    /// false (`--durability none`): the same O_DIRECT writes through the same
+    /// flusher and watermarks, without `RWF_DSYNC`, so `flushed` only means
+    /// "handed to the device": the bytes survive a crash of the process (they
+    /// bypassed the page cache) but may still sit in the device's volatile
+    /// write cache and be lost on power failure or a kernel crash. Superblock
+    /// writes (hard state, purge) and truncation stay synchronous either way,
+    /// and dropping a writable WAL issues one `fdatasync`, so a clean close
+    /// is durable in both modes.
+    pub sync_writes: bool,
 }
 
 impl Default for Tuning {
@@ -66,6 +80,7 @@ impl Default for Tuning {
             block_pad_bytes_max: 256,
             register_buffer: true,
             watermark_waiters_max: 16,
+            sync_writes: true,
         }
     }
 }
@@ -401,6 +416,7 @@ impl Wal {
             memory.as_ptr(),
             memory.len(),
             tuning.register_buffer && !options.read_only,
+            tuning.sync_writes,
         )?;
         if let Some(reason) = refusal {
             // Logged once per WAL: writes still go straight from ring memory.
@@ -1144,6 +1160,13 @@ impl Drop for Wal {
             }
             self.flusher.reap();
             while self.flusher.pop_completed().is_some() {}
+        }
+        if !self.tuning.sync_writes && !self.read_only {
+            // Writes without RWF_DSYNC may sit in the device cache: a clean
+            // close makes them durable. Nothing to report an error to here;
+            // the next open's recovery handles whatever reached the media.
+            // SAFETY: plain syscall on a descriptor we own.
+            unsafe { libc::fdatasync(self.file.as_raw_fd()) };
         }
     }
 }

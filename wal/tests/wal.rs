@@ -528,6 +528,42 @@ fn plain_writes_when_the_buffer_is_not_registered() {
 }
 
 #[test]
+fn writes_without_dsync_still_reach_the_file_and_recover() {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let path = dir.path().join("nosync.wal");
+    let tuning = Tuning {
+        sync_writes: false,
+        ..tuning()
+    };
+    let options = ringraft_wal::CreateOptions {
+        tuning,
+        ..create_options()
+    };
+    let mut wal = Wal::create(&path, &options).unwrap();
+    // ~75 KiB: many writes, several of them full flush_io_bytes_max ones.
+    append_range(&mut wal, 1, 1, 200);
+    assert_eq!(wal.sync().unwrap(), IoId::new(1, 200));
+    // Flushed means written (O_DIRECT, past the page cache): a second
+    // descriptor sees the records before any close.
+    let layout = entry_layout(&path);
+    assert_eq!(layout.len(), 200);
+    assert_eq!(layout.last().unwrap().0, 200);
+    drop(wal);
+    let reopen_options = OpenOptions {
+        tuning,
+        ..open_options()
+    };
+    let mut wal = Wal::open(&path, &reopen_options).unwrap();
+    assert_eq!(wal.recovery_report().last, IoId::new(1, 200));
+    check_entries(&mut wal, 1, 200, |_| 1);
+    append_range(&mut wal, 2, 201, 220);
+    wal.sync().unwrap();
+    drop(wal);
+    let mut wal = reopen(&path);
+    check_entries(&mut wal, 1, 220, |i| if i <= 200 { 1 } else { 2 });
+}
+
+#[test]
 fn a_read_only_open_writes_nothing() {
     let (_dir, path, mut wal) = temp_wal();
     append_range(&mut wal, 1, 1, 10);

@@ -37,7 +37,8 @@ pub struct NodeConfig {
     pub tick: Duration,
     /// Raft options (id and voters are filled in per shard).
     pub raft: Config,
-    /// Geometry of WAL files created now.
+    /// Geometry of WAL files created now; its `tuning` (buffers, queues,
+    /// `sync_writes` for `--durability none`) applies to every open too.
     pub wal: CreateOptions,
     /// Queue bounds per shard.
     pub bounds: ShardBounds,

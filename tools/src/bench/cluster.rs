@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::BenchError;
@@ -20,6 +20,7 @@ use super::loadgen::{self, LoadConfig, Outcome, Workload};
 use super::local_cluster::{ClusterSpec, LocalCluster, Logs};
 use super::report::Summary;
 use super::topology::{SlotTable, elections_between, group_terms, resolve};
+use crate::serve::Durability;
 
 /// How long a fresh local cluster may take to elect every group's leader.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -27,16 +28,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const SETTLE: Duration = Duration::from_secs(1);
 /// How long nodes get to stop after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-
-/// Whether acknowledged writes are flushed to disk on a quorum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Durability {
-    /// Every acknowledged write is on disk (O_DIRECT + dsync) on a quorum.
-    Fsync,
-    /// Acknowledged once replicated in memory (passed to `serve` as
-    /// `--durability none`).
-    None,
-}
 
 #[derive(Debug, Args)]
 pub struct ClusterBenchArgs {
@@ -64,7 +55,7 @@ pub struct ClusterBenchArgs {
     /// The command each request is.
     #[arg(long, value_enum, default_value = "set")]
     workload: Workload,
-    /// Durability of the local cluster.
+    /// Durability of the local cluster (`serve --durability`).
     #[arg(long, value_enum, default_value = "fsync")]
     durability: Durability,
     /// Open loop at this many requests per second, latency measured from
@@ -156,10 +147,7 @@ fn bench(args: &ClusterBenchArgs) -> Result<ExitCode, BenchError> {
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join(" "),
-                match args.durability {
-                    Durability::Fsync => "fsync",
-                    Durability::None => "none",
-                }
+                args.durability.name()
             );
             let code = measure(args, &config, target, table, Some(&mut cluster))?;
             cluster.stop(libc::SIGTERM, STOP_GRACE);
@@ -178,6 +166,7 @@ fn measure(
     cluster: Option<&mut LocalCluster>,
 ) -> Result<ExitCode, BenchError> {
     let nodes = table.nodes().to_vec();
+    let local = cluster.is_some();
     let target = if args.no_slot_map {
         format!("{target} [no slot map: routed by -MOVED replies]")
     } else if table.is_clustered() {
@@ -218,6 +207,7 @@ fn measure(
             Workload::Set => "set",
             Workload::Xadd => "xadd",
         },
+        durability: local.then(|| args.durability.name()),
         clients: config.clients,
         rate_per_sec: config.rate_per_sec,
         payload_bytes: config.payload_bytes,

@@ -23,6 +23,8 @@ pub struct Summary<'a> {
     pub target: String,
     /// Workload name.
     pub workload: &'static str,
+    /// `--durability` of a local cluster; None for `--target` (unknown).
+    pub durability: Option<&'static str>,
     /// Clients.
     pub clients: usize,
     /// Open-loop rate, if any.
@@ -119,6 +121,7 @@ impl Summary<'_> {
             "rate_per_sec": self.rate_per_sec,
             "payload_bytes": self.payload_bytes,
             "workload": self.workload,
+            "durability": self.durability,
             "target": self.target,
         })
     }

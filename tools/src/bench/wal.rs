@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use crate::serve::Durability;
 use clap::Args;
 use hdrhistogram::Histogram;
 use ringraft_wal::{CreateOptions, IoId, OpenOptions, Tuning, Wal, WalError};
@@ -49,6 +50,9 @@ pub struct WalBenchArgs {
     /// Writes in flight at once.
     #[arg(long, default_value_t = 4)]
     flush_ios_max: usize,
+    /// fsync: each write with RWF_DSYNC; none: without (`serve --durability`).
+    #[arg(long, value_enum, default_value = "fsync")]
+    durability: Durability,
 }
 
 struct Outcome {
@@ -86,6 +90,7 @@ fn tuning(args: &WalBenchArgs) -> Tuning {
     Tuning {
         flush_ios_max: args.flush_ios_max,
         block_pad_bytes_max: args.block_pad_bytes_max,
+        sync_writes: args.durability == Durability::Fsync,
         ..Tuning::default()
     }
 }
@@ -187,15 +192,18 @@ fn report(args: &WalBenchArgs, path: &std::path::Path, outcome: &Outcome) {
     if args.json {
         println!(
             "{{\"appends_per_sec\":{appends_per_sec:.1},\"mb_per_sec\":{mb_per_sec:.2},\
-             \"latency_us\":{{\"p50\":{p50:.1},\"p99\":{p99:.1},\"p999\":{p999:.1},\"max\":{max:.1}}}}}"
+             \"latency_us\":{{\"p50\":{p50:.1},\"p99\":{p99:.1},\"p999\":{p999:.1},\"max\":{max:.1}}},\
+             \"durability\":\"{}\"}}",
+            args.durability.name()
         );
         return;
     }
     println!(
-        "wal bench: {} appenders, payload {} B, {:.1} s, file {} (fixed buffer: {})",
+        "wal bench: {} appenders, payload {} B, {:.1} s, durability {}, file {} (fixed buffer: {})",
         args.appenders,
         args.payload_bytes,
         seconds,
+        args.durability.name(),
         path.display(),
         if outcome.fixed_buffer { "yes" } else { "no" }
     );

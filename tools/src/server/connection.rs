@@ -76,7 +76,7 @@ pub fn serve(mut stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> 
                 cluster_id: shared.cluster_id,
                 routing: &routing,
                 shards: &statuses,
-                fsync: true,
+                fsync: shared.fsync,
             };
             let action = match dispatch(&command, &view, now_ms(), &mut payload, &mut out) {
                 Ok(action) => action,

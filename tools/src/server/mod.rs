@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::serve::Durability;
 use ringraft_engine::shard::{Node, NodeConfig, NodeError, ShardStatus};
 use ringraft_tools::service::command::{PeerStatus, ReplicationStatus};
 use ringraft_tools::service::kv::{Kv, KvConfig};
@@ -50,6 +51,8 @@ pub struct ServerConfig {
     pub pin_cores: bool,
     /// Core of shard 0 when pinning.
     pub first_core: usize,
+    /// Whether log writes wait for stable storage (`--durability`).
+    pub durability: Durability,
 }
 
 /// Why the server could not start.
@@ -110,6 +113,8 @@ pub struct Shared {
     pub routing: RoutingTable,
     /// Cluster id.
     pub cluster_id: u64,
+    /// Log writes wait for stable storage (INFO, CONFIG GET appendonly).
+    pub fsync: bool,
 }
 
 impl Shared {
@@ -201,21 +206,30 @@ pub fn run(config: ServerConfig) -> Result<(), ServeError> {
     // half the ring (the WAL's rule), at most 8 MiB.
     node_config.wal.ring_bytes = (config.wal_capacity_bytes / 2).min(64 << 20);
     node_config.wal.inflight_bytes_max = (node_config.wal.ring_bytes / 2 - 4096).min(8 << 20);
+    node_config.wal.tuning.sync_writes = config.durability == Durability::Fsync;
     let machines = (0..config.shards)
         .map(|_| Kv::new(KvConfig::default()))
         .collect();
     let node = Node::start(node_config, machines)?;
     log::info!(
-        "node {} serving clients on {} with {} shards (peers {:?})",
+        "node {} serving clients on {} with {} shards, durability {} (peers {:?})",
         config.id,
         config.client_addr,
         config.shards,
+        config.durability.name(),
         config.peers
     );
+    if config.durability == Durability::None {
+        log::warn!(
+            "--durability none: log writes are not synced (no RWF_DSYNC); \
+             acknowledged writes may be lost on power failure"
+        );
+    }
     let shared = Arc::new(Shared {
         node,
         routing,
         cluster_id: config.cluster_id,
+        fsync: config.durability == Durability::Fsync,
     });
     let open = Arc::new(AtomicUsize::new(0));
     {

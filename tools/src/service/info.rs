@@ -73,7 +73,9 @@ fn info_section(
                 "redis_mode:cluster\r\nnode_id:{me}\r\ncluster_id:{}\r\n",
                 view.cluster_id
             )?;
-            write!(text, "shards:{}\r\n", view.shards.len())
+            write!(text, "shards:{}\r\n", view.shards.len())?;
+            let durability = if view.fsync { "fsync" } else { "none" };
+            write!(text, "durability:{durability}\r\n")
         }
         "replication" => {
             let role = if leads_any(view, me) {
