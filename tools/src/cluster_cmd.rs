@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -42,32 +41,6 @@ pub struct ClusterArgs {
     cluster_id: u64,
 }
 
-/// The last SIGINT/SIGTERM received (0: none).
-static SIGNAL: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn on_signal(signal: libc::c_int) {
-    // Only an atomic store: async-signal-safe.
-    SIGNAL.store(signal, Ordering::SeqCst);
-}
-
-fn install_signal_handlers() -> std::io::Result<()> {
-    for signal in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: a zeroed sigaction is a valid "no flags, empty mask"
-        // value; the handler only stores to an atomic; the struct outlives
-        // the call.
-        let rc = unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(signal, &action, std::ptr::null_mut())
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
 pub fn run(args: ClusterArgs) -> ExitCode {
     let spec = ClusterSpec {
         nodes: args.nodes,
@@ -78,7 +51,7 @@ pub fn run(args: ClusterArgs) -> ExitCode {
         extra_args: Vec::new(),
         logs: Logs::Inherit,
     };
-    if let Err(error) = install_signal_handlers() {
+    if let Err(error) = crate::signals::install() {
         eprintln!("ringraft cluster: cannot install signal handlers: {error}");
         return ExitCode::FAILURE;
     }
@@ -110,8 +83,7 @@ pub fn run(args: ClusterArgs) -> ExitCode {
     let addrs = cluster.client_addrs();
     let mut next_ready_check = Instant::now();
     loop {
-        let signal = SIGNAL.load(Ordering::SeqCst);
-        if signal != 0 {
+        if let Some(signal) = crate::signals::received() {
             eprintln!("ringraft cluster: signal {signal}, stopping the nodes");
             for (id, status) in cluster.stop(signal, STOP_GRACE) {
                 eprintln!("node {id}: {}", describe(status));

@@ -6,6 +6,7 @@ mod bench;
 mod cluster_cmd;
 mod serve;
 mod server;
+mod signals;
 mod wal_cmd;
 
 use clap::{CommandFactory, Parser, Subcommand};

@@ -74,6 +74,9 @@ pub struct ServeArgs {
 /// Runs the server until it fails.
 pub fn run(args: ServeArgs) -> ExitCode {
     server::logger::init();
+    if let Err(error) = crate::signals::install() {
+        log::warn!("cannot handle SIGINT/SIGTERM, they will end the process abruptly: {error}");
+    }
     let shards = args
         .shards
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));

@@ -179,3 +179,57 @@ fn an_unknown_durability_is_refused_naming_the_choices() {
         );
     }
 }
+
+/// A port nothing listens on right now (bound once, then released).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[test]
+fn serve_stops_on_sigterm_with_status_zero() {
+    let dir = temp_dir();
+    let (peer_port, client_port) = (free_port(), free_port());
+    let peers = format!("1=127.0.0.1:{peer_port}");
+    let client = format!("127.0.0.1:{client_port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringraft"))
+        .args(["serve", "--id", "1", "--shards", "1", "--wal-mib", "8"])
+        .args(["--peers", &peers, "--client-addr", &client])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Serving once a PING is answered.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let answered = loop {
+        if let Ok(mut stream) = std::net::TcpStream::connect(&client) {
+            use std::io::{Read, Write};
+            stream.write_all(b"PING\r\n").unwrap();
+            let mut reply = [0u8; 7];
+            if stream.read_exact(&mut reply).is_ok() {
+                break reply;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "serve never answered");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(&answered, b"+PONG\r\n");
+    // SAFETY: plain syscall on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            child.kill().unwrap();
+            panic!("serve still running 10 s after SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "status {status:?}: {stderr}");
+    assert!(stderr.contains("signal 15: stopping"), "{stderr}");
+}

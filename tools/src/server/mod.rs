@@ -240,8 +240,14 @@ pub fn run(config: ServerConfig) -> Result<(), ServeError> {
             .map_err(|e| ServeError::Flag(format!("cannot start the acceptor: {e}")))?;
     }
     // Fail-stop: a shard that stopped on an IO error ends the process.
+    // SIGINT/SIGTERM end it too, with status 0: every acknowledged write is
+    // already flushed, so stopping here loses nothing a client was told.
     loop {
         std::thread::sleep(Duration::from_millis(100));
+        if let Some(signal) = crate::signals::received() {
+            log::info!("signal {signal}: stopping");
+            return Ok(());
+        }
         if let Some(failure) = shared.node.failure() {
             return Err(ServeError::Flag(format!("a shard stopped: {failure}")));
         }
