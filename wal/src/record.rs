@@ -236,6 +236,23 @@ pub fn peek_header(src: &[u8]) -> Result<RecordHeader, RecordError> {
 
 /// Decodes and verifies the record at the start of `src`.
 pub fn decode(src: &[u8]) -> Result<Record<'_>, RecordError> {
+    let record = decode_unchecked(src)?;
+    let computed = compute_crc(
+        record.header.kind,
+        record.bytes,
+        record.header.payload_len as usize,
+    );
+    if record.header.crc != computed {
+        return Err(RecordError::BadCrc {
+            stored: record.header.crc,
+            computed,
+        });
+    }
+    Ok(record)
+}
+
+/// [`decode`] without the CRC: header, kind and length are checked.
+fn decode_unchecked(src: &[u8]) -> Result<Record<'_>, RecordError> {
     let header = peek_header(src)?;
     let payload_len = header.payload_len as usize;
     let size = record_bytes(payload_len);
@@ -243,13 +260,6 @@ pub fn decode(src: &[u8]) -> Result<Record<'_>, RecordError> {
         return Err(RecordError::Truncated {
             needed: size,
             available: src.len(),
-        });
-    }
-    let computed = compute_crc(header.kind, &src[..size], payload_len);
-    if header.crc != computed {
-        return Err(RecordError::BadCrc {
-            stored: header.crc,
-            computed,
         });
     }
     let payload = match header.kind {
@@ -271,6 +281,8 @@ pub struct Records<'a> {
     src: &'a [u8],
     offset: usize,
     failed: bool,
+    /// Recompute each record's CRC (false: the bytes were verified already).
+    check_crc: bool,
 }
 
 impl<'a> Records<'a> {
@@ -280,6 +292,19 @@ impl<'a> Records<'a> {
             src,
             offset: 0,
             failed: false,
+            check_crc: true,
+        }
+    }
+
+    /// Records in `src` that [`verify_run`] (or [`decode`]) already accepted:
+    /// headers and lengths are still checked, so a hop never runs off a
+    /// non-record, but the CRCs are not computed again. For a run verified
+    /// once at its trust boundary (the transport, `Wal::append_raw`) and then
+    /// walked again on the same thread.
+    pub fn verified(src: &'a [u8]) -> Records<'a> {
+        Records {
+            check_crc: false,
+            ..Records::new(src)
         }
     }
 
@@ -296,7 +321,13 @@ impl<'a> Iterator for Records<'a> {
         if self.failed || self.offset == self.src.len() {
             return None;
         }
-        match decode(&self.src[self.offset..]) {
+        let src = &self.src[self.offset..];
+        let decoded = if self.check_crc {
+            decode(src)
+        } else {
+            decode_unchecked(src)
+        };
+        match decoded {
             Ok(record) => {
                 self.offset += record.bytes.len();
                 Some(Ok(record))
@@ -405,6 +436,23 @@ mod tests {
         assert!(matches!(
             verify_run(&run, IoId::new(2, 4)),
             Err((0, RecordError::TermRegressed { .. }))
+        ));
+    }
+
+    #[test]
+    fn verified_iteration_skips_only_the_crc() {
+        let mut run = encode_to_vec(IoId::new(1, 1), b"abc");
+        run[HEADER_BYTES] ^= 1; // payload damage: only the CRC can see it
+        assert!(matches!(
+            Records::new(&run).next(),
+            Some(Err(RecordError::BadCrc { .. }))
+        ));
+        let record = Records::verified(&run).next().unwrap().unwrap();
+        assert_eq!(record.header.index, 1);
+        run[10] ^= 1; // magic damage: still refused without the CRC
+        assert!(matches!(
+            Records::verified(&run).next(),
+            Some(Err(RecordError::NotARecord { .. }))
         ));
     }
 

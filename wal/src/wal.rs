@@ -731,11 +731,12 @@ impl Wal {
         self.check_writable()?;
         let summary = record::verify_run(bytes, self.last_id)
             .map_err(|(offset, source)| WalError::InvalidRecords { offset, source })?;
+        // Verified once above; the two walks below only hop headers.
         // Dry run: where the run would end (an upper bound, as if every
         // optional block padding were written).
         let mut end = self.accepted_position;
         let mut largest = 0;
-        for record in Records::new(bytes).flatten() {
+        for record in Records::verified(bytes).flatten() {
             if record.header.kind == RecordKind::Padding {
                 continue;
             }
@@ -754,7 +755,7 @@ impl Wal {
             });
         }
         self.room_for(end, (end - self.accepted_position) as usize)?;
-        for record in Records::new(bytes).flatten() {
+        for record in Records::verified(bytes).flatten() {
             if record.header.kind == RecordKind::Padding {
                 continue;
             }
