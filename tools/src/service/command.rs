@@ -342,17 +342,12 @@ fn propose<S: RespSink>(
     encoded: Result<usize, PayloadTooLarge>,
     out: &mut S,
 ) -> Result<Action, ResponseTooLarge> {
-    match encoded {
-        Ok(payload_bytes) => Ok(Action::Propose {
-            group: target.group,
-            slot: target.slot,
-            payload_bytes,
-        }),
-        Err(_) => {
-            out.error(b"ERR command too large for one log entry")?;
-            Ok(Action::Replied)
-        }
-    }
+    let too_large = b"ERR command too large for one log entry";
+    action_or_error(encoded, too_large, out, |payload_bytes| Action::Propose {
+        group: target.group,
+        slot: target.slot,
+        payload_bytes,
+    })
 }
 
 fn read<S: RespSink>(
@@ -360,14 +355,26 @@ fn read<S: RespSink>(
     encoded: Result<usize, PayloadTooLarge>,
     out: &mut S,
 ) -> Result<Action, ResponseTooLarge> {
-    match encoded {
-        Ok(request_bytes) => Ok(Action::Read {
+    action_or_error(encoded, b"ERR request too large", out, |request_bytes| {
+        Action::Read {
             group: target.group,
             slot: target.slot,
             request_bytes,
-        }),
+        }
+    })
+}
+
+/// The action for an encoded payload, or `too_large` answered at once.
+fn action_or_error<S: RespSink>(
+    encoded: Result<usize, PayloadTooLarge>,
+    too_large: &[u8],
+    out: &mut S,
+    action: impl FnOnce(usize) -> Action,
+) -> Result<Action, ResponseTooLarge> {
+    match encoded {
+        Ok(bytes) => Ok(action(bytes)),
         Err(_) => {
-            out.error(b"ERR request too large")?;
+            out.error(too_large)?;
             Ok(Action::Replied)
         }
     }
