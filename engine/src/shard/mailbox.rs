@@ -16,10 +16,18 @@
 //! slot is in at most one place (free list, queue, shard, caller). A caller
 //! that gives up (timeout) bumps the slot's generation, so a late completion
 //! by the shard is recognised and dropped.
+//!
+//! A shard thread must never block, so it forwards work to another shard
+//! with the non-blocking half: [`Mailbox::try_submit`] takes a free slot or
+//! answers `Full` at once, the completion writes the submitter's
+//! [`Notifier`] (an eventfd in its epoll set) instead of a condvar, and
+//! [`Mailbox::try_take`] copies the reply out and frees the slot once the
+//! submitter is ready for it. A submitted request is always completed
+//! (answered, or failed when the shard stops), so its slot always returns.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// What a request asks of the shard.
@@ -78,6 +86,8 @@ struct SlotState {
     reply: Box<[u8]>,
     reply_len: usize,
     outcome: Option<Outcome>,
+    /// Set by `try_submit`: written on completion instead of the condvar.
+    notify: Option<Arc<Notifier>>,
 }
 
 #[derive(Debug)]
@@ -149,6 +159,7 @@ impl Mailbox {
                     reply: vec![0; reply_bytes_max].into_boxed_slice(),
                     reply_len: 0,
                     outcome: None,
+                    notify: None,
                 }),
                 done: Condvar::new(),
             })
@@ -206,6 +217,7 @@ impl Mailbox {
         state.request_len = request.len();
         state.reply_len = 0;
         state.outcome = None;
+        state.notify = None;
         let ticket = Ticket {
             slot: index,
             generation: state.generation,
@@ -213,19 +225,7 @@ impl Mailbox {
         // Unlocked while the shard is woken, so it never blocks on this
         // slot's lock in `with_request`; re-taken below to wait.
         drop(state);
-        let was_empty = {
-            let mut queue = lock(&self.queue);
-            let was_empty = queue.is_empty();
-            queue.push_back(ticket);
-            was_empty
-        };
-        // The shard pops until it finds the queue empty (under the lock),
-        // after clearing the eventfd: a request pushed behind others is
-        // taken in the same turn, so only the first needs a wake-up (one
-        // syscall, and one loop wake-up, per batch instead of per request).
-        if was_empty {
-            self.wake();
-        }
+        self.enqueue(ticket);
         let mut state = lock(&slot.state);
         let result = loop {
             if let Some(outcome) = state.outcome {
@@ -249,6 +249,81 @@ impl Mailbox {
         lock(&self.free).push(index);
         self.free_cv.notify_one();
         result
+    }
+
+    fn enqueue(&self, ticket: Ticket) {
+        let was_empty = {
+            let mut queue = lock(&self.queue);
+            let was_empty = queue.is_empty();
+            queue.push_back(ticket);
+            was_empty
+        };
+        // The shard pops until it finds the queue empty (under the lock),
+        // after clearing the eventfd: a request pushed behind others is
+        // taken in the same turn, so only the first needs a wake-up (one
+        // syscall, and one loop wake-up, per batch instead of per request).
+        if was_empty {
+            self.wake();
+        }
+    }
+
+    /// Sends a request without waiting: a free slot or `Full` at once.
+    /// The completion writes `notify`; then [`Mailbox::try_take`] gets the
+    /// outcome (every submitted request is completed, even on stop, so the
+    /// slot always comes back).
+    pub fn try_submit(
+        &self,
+        kind: RequestKind,
+        request: &[u8],
+        notify: &Arc<Notifier>,
+    ) -> Result<Ticket, CallError> {
+        if request.len() > self.request_bytes_max {
+            return Err(CallError::TooLarge {
+                bytes: request.len(),
+                request_bytes_max: self.request_bytes_max,
+            });
+        }
+        let index = lock(&self.free).pop().ok_or(CallError::Full)?;
+        let mut state = lock(&self.slots[index as usize].state);
+        state.generation += 1;
+        state.kind = kind;
+        state.request[..request.len()].copy_from_slice(request);
+        state.request_len = request.len();
+        state.reply_len = 0;
+        state.outcome = None;
+        state.notify = Some(notify.clone());
+        let ticket = Ticket {
+            slot: index,
+            generation: state.generation,
+        };
+        drop(state);
+        self.enqueue(ticket);
+        Ok(ticket)
+    }
+
+    /// For a ticket of [`Mailbox::try_submit`]: once the shard completed
+    /// it, calls `take(outcome, reply)`; if that returns true the slot is
+    /// freed (the ticket is spent), else it stays for a later call. Returns
+    /// whether the slot was freed; false while the request is in progress.
+    pub fn try_take(&self, ticket: Ticket, take: impl FnOnce(Outcome, &[u8]) -> bool) -> bool {
+        let slot = &self.slots[ticket.slot as usize];
+        let mut state = lock(&slot.state);
+        assert_eq!(
+            state.generation, ticket.generation,
+            "a submitted ticket is spent only by try_take"
+        );
+        let Some(outcome) = state.outcome else {
+            return false;
+        };
+        if !take(outcome, &state.reply[..state.reply_len]) {
+            return false;
+        }
+        state.generation += 1;
+        state.notify = None;
+        drop(state);
+        lock(&self.free).push(ticket.slot);
+        self.free_cv.notify_one();
+        true
     }
 
     fn take_free(&self, deadline: Instant) -> Result<u32, CallError> {
@@ -308,17 +383,62 @@ impl Mailbox {
         });
         st.reply_len = len;
         st.outcome = Some(outcome);
+        let notify = st.notify.clone();
         // Unlock before waking: a caller woken while the lock is still held
         // would at once block on it and need a second wake-up (two more
         // futex calls and a context switch per request). The caller checks
         // `outcome` under the lock before it waits, so no wake-up is lost.
         drop(state);
-        slot.done.notify_one();
+        match notify {
+            // A non-blocking submitter waits on its eventfd, never on the condvar.
+            Some(notifier) => notifier.notify(),
+            None => slot.done.notify_one(),
+        }
     }
 
     /// Completes a request with an outcome and no reply bytes.
     pub fn fail(&self, ticket: Ticket, outcome: Outcome) {
         self.complete(ticket, |_| (0, outcome));
+    }
+}
+
+/// An eventfd a shard thread waits on (in its epoll set) for the
+/// completions of requests it submitted to other shards' mailboxes.
+#[derive(Debug)]
+pub struct Notifier {
+    eventfd: OwnedFd,
+}
+
+impl Notifier {
+    /// A fresh non-blocking eventfd.
+    pub fn new() -> std::io::Result<Notifier> {
+        // SAFETY: eventfd takes no pointers; the result is checked below.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by eventfd and is owned by no one else.
+        let eventfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Notifier { eventfd })
+    }
+
+    /// The fd to watch (readable after a completion).
+    pub fn fd(&self) -> RawFd {
+        self.eventfd.as_raw_fd()
+    }
+
+    /// Marks a completion.
+    pub fn notify(&self) {
+        let one = 1u64;
+        // SAFETY: writes 8 bytes from a local u64 to our eventfd.
+        unsafe { libc::write(self.fd(), (&raw const one).cast(), 8) };
+    }
+
+    /// Resets the counter (before looking at the completions).
+    pub fn clear(&self) {
+        let mut value = 0u64;
+        // SAFETY: reads 8 bytes into a local u64; EAGAIN (nothing to clear) is fine.
+        unsafe { libc::read(self.fd(), (&raw mut value).cast(), 8) };
     }
 }
 
@@ -378,5 +498,50 @@ mod tests {
         mailbox.fail(stale, Outcome::Busy);
         let too_big = mailbox.call(RequestKind::Read, &[0; 9], &mut reply, Duration::ZERO);
         assert!(matches!(too_big, Err(CallError::TooLarge { .. })));
+    }
+
+    fn readable(fd: RawFd) -> bool {
+        let mut poll = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no timeout.
+        unsafe { libc::poll(&mut poll, 1, 0) == 1 }
+    }
+
+    #[test]
+    fn a_submitted_request_signals_its_notifier_and_keeps_its_slot_until_taken() {
+        let mailbox = Mailbox::new(1, 8, 8).unwrap();
+        let notifier = Arc::new(Notifier::new().unwrap());
+        let ticket = mailbox
+            .try_submit(RequestKind::Propose, b"ab", &notifier)
+            .unwrap();
+        // One slot: a second submit is refused at once, not waited for.
+        let second = mailbox.try_submit(RequestKind::Propose, b"c", &notifier);
+        assert_eq!(second, Err(CallError::Full));
+        assert!(!mailbox.try_take(ticket, |_, _| true), "not completed yet");
+        assert!(!readable(notifier.fd()));
+        let popped = mailbox.pop().unwrap();
+        mailbox.complete(popped, |view| {
+            view.reply[..2].copy_from_slice(b"ok");
+            (2, Outcome::Replied)
+        });
+        assert!(readable(notifier.fd()));
+        notifier.clear();
+        assert!(!readable(notifier.fd()));
+        // Not ready to take it: the slot stays.
+        assert!(!mailbox.try_take(ticket, |_, _| false));
+        let mut got = Vec::new();
+        assert!(mailbox.try_take(ticket, |outcome, reply| {
+            got.push((outcome, reply.to_vec()));
+            true
+        }));
+        assert_eq!(got, vec![(Outcome::Replied, b"ok".to_vec())]);
+        assert!(
+            mailbox
+                .try_submit(RequestKind::Read, b"d", &notifier)
+                .is_ok()
+        );
     }
 }

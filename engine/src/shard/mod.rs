@@ -5,19 +5,23 @@
 //! |---|---|
 //! | `state_machine.rs` | the contract with the replicated application |
 //! | `mailbox.rs` | bounded requests into a shard from other threads |
+//! | `frontend.rs` | client sockets served by the shard loop itself |
+//! | `requests.rs` | (child of `runtime`) frontend hooks and proposal origins |
 //! | `wire.rs` | core control messages ↔ transport frames |
 //! | `runtime.rs` | one shard's thread and loop (core + WAL + transport) |
 //! | `node.rs` | the library API: start, propose, read_index, status, stop |
 
+pub mod frontend;
 pub mod mailbox;
 pub mod node;
 pub mod runtime;
 pub mod state_machine;
 pub mod wire;
 
-pub use mailbox::{CallError, Outcome, RequestKind};
+pub use frontend::{Frontend, FrontendContext, FrontendFactory, ShardRequests};
+pub use mailbox::{CallError, Notifier, Outcome, RequestKind, Ticket};
 pub use node::{Node, NodeConfig, NodeError, RequestError};
-pub use runtime::{PeerStatus, ShardBounds, ShardError, ShardStatus};
+pub use runtime::{PeerStatus, ShardBounds, ShardError, ShardShared, ShardStatus};
 pub use state_machine::{
     ApplyError, Entry, ResponseSlots, ResponseTooLarge, ResponseWriter, SnapshotChunk,
     SnapshotError, StateMachine,

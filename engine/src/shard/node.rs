@@ -4,6 +4,11 @@
 //!
 //! Addresses: shard `i` of a node listens for its peers on the node's peer
 //! address with port `+ i`; shard `i` of every node forms group `i`.
+//!
+//! A server that wants its client connections served by the shard threads
+//! themselves (no thread per connection, no mailbox hop) starts the node
+//! with [`Node::start_with_frontends`]: each shard builds its
+//! [`Frontend`](super::frontend::Frontend) on its own thread.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -14,6 +19,7 @@ use std::time::Duration;
 
 use ringraft_wal::CreateOptions;
 
+use super::frontend::{FrontendContext, FrontendFactory};
 use super::mailbox::{CallError, Outcome, RequestKind};
 use super::runtime::{self, ShardBounds, ShardConfig, ShardError, ShardShared, ShardStatus};
 use super::state_machine::StateMachine;
@@ -229,6 +235,32 @@ impl Node {
     where
         S: StateMachine + Send + 'static,
     {
+        Node::start_inner(config, machines, None)
+    }
+
+    /// Like [`Node::start`], and each shard also runs a frontend built by
+    /// `factory` on the shard's thread (client connections served by the
+    /// shard loop). The factory gets every shard's shared state, so a
+    /// frontend can forward to another local shard's mailbox.
+    pub fn start_with_frontends<S>(
+        config: NodeConfig,
+        machines: Vec<S>,
+        factory: FrontendFactory<S>,
+    ) -> Result<Node, NodeError>
+    where
+        S: StateMachine + Send + 'static,
+    {
+        Node::start_inner(config, machines, Some(factory))
+    }
+
+    fn start_inner<S>(
+        config: NodeConfig,
+        machines: Vec<S>,
+        factory: Option<FrontendFactory<S>>,
+    ) -> Result<Node, NodeError>
+    where
+        S: StateMachine + Send + 'static,
+    {
         if machines.len() != config.shards as usize || config.shards == 0 {
             return Err(NodeError::Config(format!(
                 "{} state machines for {} shards",
@@ -264,8 +296,11 @@ impl Node {
             shards: Vec::new(),
             timeout: Duration::from_secs(5),
         };
-        for ((shard, sm), listener) in (0..config.shards).zip(machines).zip(listeners) {
-            let shared = Arc::new(
+        // Every shard's shared state exists before any shard starts, so a
+        // frontend can reach all of them from the first turn.
+        let mut all = Vec::with_capacity(machines.len());
+        for (shard, sm) in (0..config.shards).zip(&machines) {
+            all.push(Arc::new(
                 ShardShared::new(
                     shard,
                     config.id,
@@ -277,7 +312,11 @@ impl Node {
                     path: config.data_dir.clone(),
                     source,
                 })?,
-            );
+            ));
+        }
+        let all: Arc<[Arc<ShardShared>]> = all.into();
+        for ((shard, sm), listener) in (0..config.shards).zip(machines).zip(listeners) {
+            let shared = all[shard as usize].clone();
             let shard_config = ShardConfig {
                 node_id: config.id,
                 shard_id: shard,
@@ -301,7 +340,14 @@ impl Node {
                     .then(|| voters[shard as usize % voters.len()]),
             };
             // On error, `node` drops and stops the shards already running.
-            let thread = runtime::spawn(shard_config, sm, shared.clone())?;
+            let maker = factory.clone().map(|factory| {
+                let context = FrontendContext {
+                    shard,
+                    shards: all.clone(),
+                };
+                Box::new(move || factory(context)) as runtime::FrontendMaker<S>
+            });
+            let thread = runtime::spawn(shard_config, sm, shared.clone(), maker)?;
             node.shards.push(ShardHandle {
                 shared,
                 thread: Some(thread),

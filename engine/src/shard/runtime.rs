@@ -35,9 +35,17 @@ use ringraft_net::{DataEvent, PeerConfig, Transport, TransportConfig};
 use ringraft_wal::record::{RecordKind, Records};
 use ringraft_wal::{CreateOptions, IoId, OpenOptions, Wal};
 
+use super::frontend::Frontend;
 use super::mailbox::{Mailbox, Outcome, RequestKind, Ticket};
 use super::state_machine::{ResponseSlots, ResponseWriter, StateMachine};
 use super::wire;
+
+// The frontend hook (client sockets served on this thread) and the origin
+// of a proposal (mailbox ticket or frontend tag) live next door.
+#[path = "requests.rs"]
+mod requests;
+use requests::Origin;
+pub use requests::{FrontendMaker, ShardRequests};
 use crate::raft::{
     Append, AppendOutcome, Config, EntryMeta, HardState, LogMeta, NodeId, Outgoing, ProgressState,
     ProposeError, RaftNode, ReadError, ReadState, Recovered, Role, SplitMix64,
@@ -103,6 +111,9 @@ pub struct ShardBounds {
     pub follower_writes_max: usize,
     /// Appends per peer held back while its data lane is busy.
     pub deferred_appends_max: usize,
+    /// Proposals of the shard's frontend (client connections) awaiting
+    /// their apply; past it a proposal is answered `Busy`.
+    pub frontend_proposals_max: usize,
 }
 
 impl Default for ShardBounds {
@@ -112,6 +123,7 @@ impl Default for ShardBounds {
             request_bytes_max: 64 << 10,
             follower_writes_max: 1024,
             deferred_appends_max: 32,
+            frontend_proposals_max: 4096,
         }
     }
 }
@@ -277,7 +289,16 @@ struct Shard<S: StateMachine> {
     peer_ids: Vec<NodeId>,
     deferred: Vec<VecDeque<Append>>,
     follower_writes: VecDeque<IoId>,
-    proposals: VecDeque<(IoId, Ticket)>,
+    /// Our proposals awaiting apply, in index order (bound: mailbox
+    /// slots + `frontend_proposals_max`).
+    proposals: VecDeque<(IoId, Origin)>,
+    /// Client service on this thread, if any (taken out while it polls).
+    frontend: Option<Box<dyn Frontend<S>>>,
+    /// Frontend proposals in `proposals` (≤ `frontend_proposals_max`).
+    frontend_proposals: usize,
+    /// Frontend proposals failed while the frontend was polling (and so
+    /// out of `frontend`), handed back right after (≤ `frontend_proposals_max`).
+    frontend_failed: VecDeque<(u64, Outcome)>,
     /// Reads confirmed by ReadIndex, waiting for apply: (index, ticket).
     reads_ready: VecDeque<(u64, Ticket)>,
     /// Reads that asked before the new leader committed in its term.
@@ -301,6 +322,7 @@ pub fn spawn<S>(
     config: ShardConfig,
     sm: S,
     shared: Arc<ShardShared>,
+    frontend: Option<FrontendMaker<S>>,
 ) -> Result<std::thread::JoinHandle<Result<(), ShardError>>, ShardError>
 where
     S: StateMachine + Send + 'static,
@@ -313,7 +335,9 @@ where
             if let Some(core) = config.core {
                 pin_to_core(core);
             }
-            let mut s = match Shard::open(config, sm, shared.clone()) {
+            let opened = Shard::open(config, sm, shared.clone())
+                .and_then(|mut s| s.attach_frontend(frontend).map(|()| s));
+            let mut s = match opened {
                 Ok(s) => {
                     let _ = ready_tx.send(Ok(()));
                     s
@@ -495,7 +519,12 @@ impl<S: StateMachine> Shard<S> {
                 .map(|_| VecDeque::with_capacity(bounds.deferred_appends_max))
                 .collect(),
             follower_writes: VecDeque::with_capacity(bounds.follower_writes_max),
-            proposals: VecDeque::with_capacity(bounds.mailbox_slots_max),
+            proposals: VecDeque::with_capacity(
+                bounds.mailbox_slots_max + bounds.frontend_proposals_max,
+            ),
+            frontend: None,
+            frontend_proposals: 0,
+            frontend_failed: VecDeque::with_capacity(bounds.frontend_proposals_max),
             reads_ready: VecDeque::with_capacity(bounds.mailbox_slots_max),
             reads_retry: VecDeque::with_capacity(bounds.mailbox_slots_max),
             bounds,
@@ -597,7 +626,9 @@ impl<S: StateMachine> Shard<S> {
             self.receive_control();
             self.receive_data()?;
             self.take_requests()?;
+            self.poll_frontend()?;
             self.drive()?;
+            self.flush_frontend();
             self.publish_status();
         }
         Ok(())
@@ -800,7 +831,7 @@ impl<S: StateMachine> Shard<S> {
                 Some(Ok(Some(Outcome::Replied))) => {
                     let id = self.raft.log().accepted();
                     self.drop_proposals_from(id.index);
-                    self.proposals.push_back((id, ticket));
+                    self.proposals.push_back((id, Origin::Mailbox(ticket)));
                 }
                 Some(Ok(Some(outcome))) => self.shared.mailbox.fail(ticket, outcome),
             }
@@ -971,21 +1002,28 @@ impl<S: StateMachine> Shard<S> {
     /// leader, or overwritten after we led again): their proposals will
     /// never apply. Keeps `proposals` sorted by index.
     fn drop_proposals_from(&mut self, index: u64) {
-        while let Some(&(id, ticket)) = self.proposals.back() {
+        while let Some(&(id, origin)) = self.proposals.back() {
             if id.index < index {
                 break;
             }
             self.proposals.pop_back();
-            self.shared.mailbox.fail(ticket, Outcome::Dropped);
+            self.fail_origin(origin, Outcome::Dropped);
         }
     }
 
     fn complete_proposals(&mut self, applied: u64) {
-        while let Some(&(id, ticket)) = self.proposals.front() {
+        while let Some(&(id, origin)) = self.proposals.front() {
             if id.index > applied {
                 break;
             }
             self.proposals.pop_front();
+            let ticket = match origin {
+                Origin::Mailbox(ticket) => ticket,
+                Origin::Frontend(tag) => {
+                    self.frontend_done(tag, id);
+                    continue;
+                }
+            };
             let slots = &self.slots;
             self.shared
                 .mailbox
@@ -1094,8 +1132,8 @@ impl<S: StateMachine> Shard<S> {
     }
 
     fn fail_all(&mut self, outcome: Outcome) {
-        while let Some((_, ticket)) = self.proposals.pop_front() {
-            self.shared.mailbox.fail(ticket, outcome);
+        while let Some((_, origin)) = self.proposals.pop_front() {
+            self.fail_origin(origin, outcome);
         }
         while let Some((_, ticket)) = self.reads_ready.pop_front() {
             self.shared.mailbox.fail(ticket, outcome);
