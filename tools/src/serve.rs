@@ -54,9 +54,13 @@ pub struct ServeArgs {
     /// Size of each shard's WAL file when created, MiB.
     #[arg(long, default_value_t = 256)]
     pub wal_mib: u64,
-    /// Client connections open at most.
+    /// Client connections open at most (per node).
     #[arg(long, default_value_t = 1024)]
     pub connections_max: usize,
+    /// Commands one connection may have in flight (pipelined); past it the
+    /// server stops reading that connection until replies go out.
+    #[arg(long, default_value_t = 128)]
+    pub pipeline_max: usize,
     /// Do not pin shard threads to cores (several nodes sharing few cores).
     #[arg(long)]
     pub no_pin: bool,
@@ -96,6 +100,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         cluster_id: args.cluster_id,
         wal_capacity_bytes: args.wal_mib << 20,
         connections_max: args.connections_max,
+        pipeline_max: args.pipeline_max,
         pin_cores: !args.no_pin,
         first_core: args.first_core,
         durability: args.durability,

@@ -44,12 +44,12 @@ use super::wire;
 // of a proposal (mailbox ticket or frontend tag) live next door.
 #[path = "requests.rs"]
 mod requests;
-use requests::Origin;
-pub use requests::{FrontendMaker, ShardRequests};
 use crate::raft::{
     Append, AppendOutcome, Config, EntryMeta, HardState, LogMeta, NodeId, Outgoing, ProgressState,
     ProposeError, RaftNode, ReadError, ReadState, Recovered, Role, SplitMix64,
 };
+use requests::Origin;
+pub use requests::{FrontendMaker, ShardRequests};
 
 /// Why a shard could not start or had to stop.
 #[derive(Debug, thiserror::Error)]

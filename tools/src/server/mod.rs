@@ -1,12 +1,16 @@
 //! `ringraft serve`: a node of the replicated KV/stream service.
 //!
 //! ```text
-//!  client ─▶ acceptor thread ─▶ one thread per connection (≤ connections_max)
-//!              parse RESP, dispatch ──▶ PING/INFO/CLUSTER/-MOVED answered here
-//!              SET/DEL/XADD ─▶ Node::propose(group)   ─┐ bounded mailbox of
-//!              GET/XRANGE/XLEN ─▶ Node::read_index(group) ┘ the group's shard
-//!  shard threads (one per group, pinned): Raft + WAL + peer transport + Kv
+//!  shard threads (one per group, pinned), each: Raft + WAL + peer transport
+//!  + Kv + the client service of the connections it accepted (frontend.rs):
+//!    parse RESP, dispatch ──▶ PING/INFO/CLUSTER/-MOVED answered at once
+//!    SET/DEL/XADD on its own group ─▶ proposed straight into its ring
+//!    reads, and writes on another local group ─▶ that shard's mailbox
+//!                                                (non-blocking submit)
 //! ```
+//!
+//! No thread per connection: the shard loop owns the sockets, so a write
+//! goes from the socket to the ring and back without a thread hop.
 //!
 //! Client addresses: node k's client port is `client port of this node - this
 //! node's id + k`, on the host of node k's peer address (`ringraft cluster`
@@ -14,18 +18,20 @@
 //! group another node leads.
 
 pub mod connection;
+pub mod frontend;
 pub mod logger;
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use crate::serve::Durability;
-use ringraft_engine::shard::{Node, NodeConfig, NodeError, ShardStatus};
-use ringraft_tools::service::command::{PeerStatus, ReplicationStatus};
+use frontend::{ClientService, ServiceConfig};
+use ringraft_engine::shard::{Frontend, FrontendFactory, Node, NodeConfig, NodeError};
 use ringraft_tools::service::kv::{Kv, KvConfig};
+use ringraft_tools::service::resp::Limits;
 use ringraft_tools::service::slots::{NodeAddr, RoutingTable};
 
 /// Everything `ringraft serve` needs, parsed from flags.
@@ -45,8 +51,11 @@ pub struct ServerConfig {
     pub cluster_id: u64,
     /// WAL file size per shard (created now), bytes.
     pub wal_capacity_bytes: u64,
-    /// Open client connections at most.
+    /// Open client connections at most (per node).
     pub connections_max: usize,
+    /// Commands a connection may have in flight (pipelined) before the
+    /// server stops reading it.
+    pub pipeline_max: usize,
     /// Pin shard i to core (first_core + i) mod cores.
     pub pin_cores: bool,
     /// Core of shard 0 when pinning.
@@ -72,6 +81,9 @@ pub enum ServeError {
     /// The node could not start.
     #[error(transparent)]
     Node(#[from] NodeError),
+    /// A shard stopped on an error (the node is fail-stop).
+    #[error("a shard stopped: {0}")]
+    ShardStopped(String),
 }
 
 /// Parses `1=HOST:PORT,2=HOST:PORT,...`.
@@ -104,45 +116,6 @@ pub fn parse_peers(text: &str) -> Result<Vec<(u64, SocketAddr)>, ServeError> {
     Ok(peers)
 }
 
-/// What every connection thread shares.
-#[derive(Debug)]
-pub struct Shared {
-    /// The running node.
-    pub node: Node,
-    /// Routing template (leaders refreshed per command from the node).
-    pub routing: RoutingTable,
-    /// Cluster id.
-    pub cluster_id: u64,
-    /// Log writes wait for stable storage (INFO, CONFIG GET appendonly).
-    pub fsync: bool,
-}
-
-impl Shared {
-    /// Every local shard's status as the service's INFO wants it.
-    pub fn replication_status(&self) -> Vec<ReplicationStatus> {
-        self.node.status().iter().map(to_replication).collect()
-    }
-}
-
-fn to_replication(s: &ShardStatus) -> ReplicationStatus {
-    ReplicationStatus {
-        role: s.role,
-        term: s.term,
-        leader: s.leader,
-        commit: s.commit,
-        applied: s.applied,
-        peers: s
-            .peers
-            .iter()
-            .map(|p| PeerStatus {
-                node: p.id,
-                matched: p.matched,
-                state: p.state,
-            })
-            .collect(),
-    }
-}
-
 /// The client address of every node (see the module docs).
 pub fn client_addresses(config: &ServerConfig) -> Result<Vec<NodeAddr>, ServeError> {
     let base = i64::from(config.client_addr.port()) - config.id as i64;
@@ -168,8 +141,32 @@ pub fn client_addresses(config: &ServerConfig) -> Result<Vec<NodeAddr>, ServeErr
         .collect()
 }
 
-/// Starts the node and serves clients until a shard fails (then returns its error).
-pub fn run(config: ServerConfig) -> Result<(), ServeError> {
+/// A node serving clients in this process (see [`start`]).
+#[derive(Debug)]
+pub struct RunningServer {
+    node: Node,
+    client_addr: SocketAddr,
+}
+
+impl RunningServer {
+    /// Where clients connect.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    /// The first error a shard stopped on, if any (then the node must be
+    /// stopped and restarted: fail-stop).
+    pub fn failure(&self) -> Option<String> {
+        self.node.failure()
+    }
+
+    /// Stops every shard (closing the client connections) and waits for them.
+    pub fn stop(self) -> Result<(), ServeError> {
+        self.node.stop().map_err(ServeError::Node)
+    }
+}
+
+fn check(config: &ServerConfig) -> Result<(), ServeError> {
     if !config.peers.iter().any(|p| p.0 == config.id) {
         return Err(ServeError::Flag(format!(
             "--id {} is not in --peers",
@@ -184,11 +181,36 @@ pub fn run(config: ServerConfig) -> Result<(), ServeError> {
     if config.shards == 0 || config.shards > 16384 {
         return Err(ServeError::Flag("--shards must be in 1..=16384".into()));
     }
+    if config.connections_max == 0 || config.pipeline_max == 0 || config.pipeline_max > 1 << 16 {
+        return Err(ServeError::Flag(
+            "--connections-max must be > 0 and --pipeline-max in 1..=65536".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Starts the node in this process, its shards serving clients on
+/// `config.client_addr`; returns once every shard is up.
+pub fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
+    check(&config)?;
     let nodes = client_addresses(&config)?;
     let routing = RoutingTable::new(config.id, &nodes, config.shards as u16)
         .map_err(|e| ServeError::Flag(e.to_string()))?;
+    // Bound before the node starts, so a port in use fails first.
     let listener =
         TcpListener::bind(config.client_addr).map_err(|source| ServeError::ClientListen {
+            address: config.client_addr,
+            source,
+        })?;
+    let client_addr = listener
+        .local_addr()
+        .map_err(|source| ServeError::ClientListen {
+            address: config.client_addr,
+            source,
+        })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| ServeError::ClientListen {
             address: config.client_addr,
             source,
         })?;
@@ -207,14 +229,32 @@ pub fn run(config: ServerConfig) -> Result<(), ServeError> {
     node_config.wal.ring_bytes = (config.wal_capacity_bytes / 2).min(64 << 20);
     node_config.wal.inflight_bytes_max = (node_config.wal.ring_bytes / 2 - 4096).min(8 << 20);
     node_config.wal.tuning.sync_writes = config.durability == Durability::Fsync;
+    let limits = Limits::default();
+    let service = Arc::new(ServiceConfig {
+        routing,
+        cluster_id: config.cluster_id,
+        fsync: config.durability == Durability::Fsync,
+        limits,
+        pipeline_max: config.pipeline_max,
+        // The largest read reply comes whole out of a mailbox slot.
+        out_bytes: node_config.read_reply_bytes_max + (64 << 10),
+        out_pause_bytes: 256 << 10,
+        connections_max: config.connections_max,
+        open: AtomicUsize::new(0),
+        listener,
+    });
+    let factory: FrontendFactory<Kv> = Arc::new(move |context| {
+        let service = ClientService::new(context, service.clone())?;
+        Ok(Box::new(service) as Box<dyn Frontend<Kv>>)
+    });
     let machines = (0..config.shards)
         .map(|_| Kv::new(KvConfig::default()))
         .collect();
-    let node = Node::start(node_config, machines)?;
+    let node = Node::start_with_frontends(node_config, machines, factory)?;
     log::info!(
         "node {} serving clients on {} with {} shards, durability {} (peers {:?})",
         config.id,
-        config.client_addr,
+        client_addr,
         config.shards,
         config.durability.name(),
         config.peers
@@ -225,69 +265,27 @@ pub fn run(config: ServerConfig) -> Result<(), ServeError> {
              acknowledged writes may be lost on power failure"
         );
     }
-    let shared = Arc::new(Shared {
-        node,
-        routing,
-        cluster_id: config.cluster_id,
-        fsync: config.durability == Durability::Fsync,
-    });
-    let open = Arc::new(AtomicUsize::new(0));
-    {
-        let shared = shared.clone();
-        std::thread::Builder::new()
-            .name("acceptor".into())
-            .spawn(move || accept_loop(listener, shared, open, config.connections_max))
-            .map_err(|e| ServeError::Flag(format!("cannot start the acceptor: {e}")))?;
-    }
+    Ok(RunningServer { node, client_addr })
+}
+
+/// Starts the node and serves clients until a shard fails (then returns
+/// its error) or SIGINT/SIGTERM arrives.
+pub fn run(config: ServerConfig) -> Result<(), ServeError> {
+    let server = start(config)?;
     // Fail-stop: a shard that stopped on an IO error ends the process.
     // SIGINT/SIGTERM end it too, with status 0: every acknowledged write is
     // already flushed, so stopping here loses nothing a client was told.
     loop {
         std::thread::sleep(Duration::from_millis(100));
         if let Some(signal) = crate::signals::received() {
-            log::info!("signal {signal}: stopping");
-            return Ok(());
+            log::info!(
+                "signal {signal}: stopping the node on {}",
+                server.client_addr()
+            );
+            return server.stop();
         }
-        if let Some(failure) = shared.node.failure() {
-            return Err(ServeError::Flag(format!("a shard stopped: {failure}")));
-        }
-    }
-}
-
-fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    open: Arc<AtomicUsize>,
-    connections_max: usize,
-) {
-    for stream in listener.incoming() {
-        let stream = match stream {
-            Ok(stream) => stream,
-            Err(error) => {
-                log::warn!("accept: {error}");
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-        };
-        if open.load(Ordering::Acquire) >= connections_max {
-            log::warn!("refusing a client: {connections_max} connections are open");
-            drop(stream);
-            continue;
-        }
-        open.fetch_add(1, Ordering::AcqRel);
-        let shared = shared.clone();
-        let open = open.clone();
-        let spawned = std::thread::Builder::new()
-            .name("client".into())
-            .stack_size(256 << 10)
-            .spawn(move || {
-                if let Err(error) = connection::serve(stream, shared) {
-                    log::debug!("client connection ended: {error}");
-                }
-                open.fetch_sub(1, Ordering::AcqRel);
-            });
-        if let Err(error) = spawned {
-            log::warn!("cannot start a client thread: {error}");
+        if let Some(failure) = server.failure() {
+            return Err(ServeError::ShardStopped(failure));
         }
     }
 }

@@ -1,0 +1,726 @@
+//! The RESP client service of one shard, run by the shard loop itself
+//! (an engine [`Frontend`]): no thread per connection, no lock or futex on
+//! a local write.
+//!
+//! ```text
+//!  frontend epoll (in the shard's epoll set)
+//!   ├─ client listener (shared by every shard, EPOLLEXCLUSIVE: one shard
+//!   │  is woken per connection; all accept, ≤ connections_max per node)
+//!   ├─ notifier eventfd (completions of requests sent to mailboxes)
+//!   └─ client sockets (EPOLLIN while a connection may take commands,
+//!      EPOLLOUT while a write would block)
+//!  per command: parse ─▶ dispatch ─┬─ immediate reply (PING, -MOVED, INFO)
+//!                                  ├─ write on this shard's group: proposed
+//!                                  │  straight into the ring (tag = slot, seq)
+//!                                  └─ read, or write on another local
+//!                                     shard's group: that shard's mailbox,
+//!                                     try_submit (never blocks; Full pauses
+//!                                     the connection until a later turn)
+//! ```
+//!
+//! Bounds: connections ≤ `connections_max` per node (a shared counter),
+//! commands in flight per connection ≤ `pipeline_max` (then the socket is
+//! not read: TCP pushes back), unsent output per connection ≤
+//! `out_pause_bytes` before commands stop being taken, epoll events per
+//! turn ≤ `EVENTS_MAX`.
+
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ringraft_engine::shard::{
+    CallError, Frontend, FrontendContext, Notifier, Outcome, RequestKind, ShardRequests,
+    ShardShared, ShardStatus,
+};
+use ringraft_tools::service::command::{
+    Action, PeerStatus, ReplicationStatus, ServerView, dispatch, write_route_error,
+};
+use ringraft_tools::service::kv::{Kv, RESPONSE_BYTES_MAX};
+use ringraft_tools::service::resp::{Limits, Parsed, Parser, RespSink};
+use ringraft_tools::service::slots::{Route, RoutingTable};
+
+use super::connection::{Block, Connection, Io, Pending};
+
+/// epoll key of the client listener.
+const LISTENER_KEY: u64 = u64::MAX;
+/// epoll key of the notifier eventfd.
+const NOTIFIER_KEY: u64 = u64::MAX - 1;
+/// Events taken per poll (more wait for the next turn: level-triggered).
+const EVENTS_MAX: usize = 256;
+/// Output room kept beyond a reply's bytes for an error text.
+const ERROR_ROOM_BYTES: usize = 512;
+
+/// What every shard's service shares (built once by the server).
+#[derive(Debug)]
+pub struct ServiceConfig {
+    /// Routing template (leaders refreshed per command).
+    pub routing: RoutingTable,
+    /// Cluster id (INFO, CLUSTER).
+    pub cluster_id: u64,
+    /// Log writes wait for stable storage (INFO, CONFIG GET appendonly).
+    pub fsync: bool,
+    /// Protocol bounds of a connection.
+    pub limits: Limits,
+    /// Commands in flight per connection.
+    pub pipeline_max: usize,
+    /// Output buffer of a connection (≥ the largest read reply + room).
+    pub out_bytes: usize,
+    /// Unsent output past which a connection takes no more commands.
+    pub out_pause_bytes: usize,
+    /// Open client connections per node.
+    pub connections_max: usize,
+    /// Connection slots in use on the node.
+    pub open: AtomicUsize,
+    /// The bound client listener (non-blocking), shared by every shard.
+    pub listener: TcpListener,
+}
+
+/// One shard's client service.
+pub struct ClientService {
+    shard: u32,
+    shards: Arc<[Arc<ShardShared>]>,
+    config: Arc<ServiceConfig>,
+    epoll: OwnedFd,
+    /// This shard's handle on the shared listener (keeps it registered).
+    listener: TcpListener,
+    notifier: Arc<Notifier>,
+    /// Connection slots (≤ connections_max), reused.
+    conns: Vec<Connection>,
+    free: Vec<u32>,
+    /// Slots in use (connected or draining).
+    active: Vec<u32>,
+    /// Slots to serve at the next poll.
+    touched: Vec<u32>,
+    /// Slots with output to write at the end of the turn.
+    dirty: Vec<u32>,
+    /// Scratch for `dispatch`'s payload (one command at a time).
+    payload: Box<[u8]>,
+    routing: RoutingTable,
+    statuses: Vec<ReplicationStatus>,
+    events: Box<[libc::epoll_event]>,
+}
+
+impl std::fmt::Debug for ClientService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientService")
+            .field("shard", &self.shard)
+            .field("active", &self.active.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn epoll_ctl(epoll: RawFd, op: i32, fd: RawFd, events: u32, key: u64) -> std::io::Result<()> {
+    let mut event = libc::epoll_event { events, u64: key };
+    // SAFETY: `event` is a valid epoll_event for the duration of the call.
+    if unsafe { libc::epoll_ctl(epoll, op, fd, &mut event) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A shard's status as INFO and CLUSTER want it.
+pub fn to_replication(s: &ShardStatus) -> ReplicationStatus {
+    ReplicationStatus {
+        role: s.role,
+        term: s.term,
+        leader: s.leader,
+        commit: s.commit,
+        applied: s.applied,
+        peers: s
+            .peers
+            .iter()
+            .map(|p| PeerStatus {
+                node: p.id,
+                matched: p.matched,
+                state: p.state,
+            })
+            .collect(),
+    }
+}
+
+fn refresh_routing(shards: &[Arc<ShardShared>], routing: &mut RoutingTable) {
+    for (group, shard) in shards.iter().enumerate() {
+        let leader = shard.leader.load(Ordering::Acquire);
+        // A leader id outside the table cannot come from a validated config.
+        let _ = routing.set_leader(group as u16, (leader != 0).then_some(leader));
+    }
+}
+
+/// Writes the reply of a command that went to a shard.
+fn write_answer(
+    out: &mut impl RespSink,
+    outcome: Outcome,
+    reply: &[u8],
+    slot: u16,
+    routing: &RoutingTable,
+) {
+    let written = match outcome {
+        Outcome::Replied => out.put(reply),
+        Outcome::NotLeader { .. } => match routing.route(slot) {
+            // Our view still says local: leadership is moving right now.
+            Route::Local { .. } => out.error(b"TRYAGAIN leadership is changing"),
+            route => write_route_error(route, out),
+        },
+        Outcome::Busy => out.error(b"TRYAGAIN the group is busy, retry"),
+        Outcome::Dropped => out.error(b"TRYAGAIN the write was dropped by a leader change, retry"),
+        Outcome::Stopped => out.error(b"ERR shard stopped"),
+    };
+    if written.is_err() {
+        let _ = out.error(b"ERR reply too large");
+    }
+}
+
+impl ClientService {
+    /// The service of the shard in `context`.
+    pub fn new(context: FrontendContext, config: Arc<ServiceConfig>) -> std::io::Result<Self> {
+        // SAFETY: epoll_create1 takes no pointers; the result is checked.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh epoll fd owned by nobody else.
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let listener = config.listener.try_clone()?;
+        // EPOLLEXCLUSIVE: a new connection wakes one shard, not all.
+        epoll_ctl(
+            fd,
+            libc::EPOLL_CTL_ADD,
+            listener.as_raw_fd(),
+            (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32,
+            LISTENER_KEY,
+        )?;
+        let notifier = Arc::new(Notifier::new()?);
+        epoll_ctl(
+            fd,
+            libc::EPOLL_CTL_ADD,
+            notifier.fd(),
+            libc::EPOLLIN as u32,
+            NOTIFIER_KEY,
+        )?;
+        let slots_max = config.connections_max;
+        let routing = config.routing.clone();
+        Ok(ClientService {
+            shard: context.shard,
+            shards: context.shards,
+            epoll,
+            listener,
+            notifier,
+            conns: Vec::with_capacity(slots_max),
+            free: Vec::with_capacity(slots_max),
+            active: Vec::with_capacity(slots_max),
+            touched: Vec::with_capacity(slots_max),
+            dirty: Vec::with_capacity(slots_max),
+            payload: vec![0; config.limits.command_bytes_max + 4096].into_boxed_slice(),
+            routing,
+            statuses: Vec::new(),
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_MAX].into_boxed_slice(),
+            config,
+        })
+    }
+
+    fn touch(&mut self, i: u32) {
+        let c = &mut self.conns[i as usize];
+        if !c.touched {
+            c.touched = true;
+            self.touched.push(i);
+        }
+    }
+
+    fn mark_dirty(&mut self, i: u32) {
+        let c = &mut self.conns[i as usize];
+        if !c.dirty {
+            c.dirty = true;
+            self.dirty.push(i);
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    log::warn!("accept: {error}");
+                    return;
+                }
+            };
+            let max = self.config.connections_max;
+            if self.config.open.fetch_add(1, Ordering::AcqRel) >= max {
+                self.config.open.fetch_sub(1, Ordering::AcqRel);
+                log::warn!("refusing a client: {max} connections are open");
+                continue;
+            }
+            if let Err(error) = self.open_connection(stream) {
+                self.config.open.fetch_sub(1, Ordering::AcqRel);
+                log::warn!("cannot serve a client: {error}");
+            }
+        }
+    }
+
+    fn open_connection(&mut self, stream: std::net::TcpStream) -> std::io::Result<()> {
+        stream.set_nonblocking(true)?;
+        stream.set_nodelay(true)?;
+        let fd = stream.as_raw_fd();
+        let i = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                // `open` ≤ connections_max node-wide, so this shard's slots are too.
+                assert!(self.conns.len() < self.config.connections_max);
+                let limits = self.config.limits;
+                self.conns.push(Connection::new(
+                    Parser::new(limits),
+                    limits.command_bytes_max,
+                    self.config.out_bytes,
+                    self.config.pipeline_max,
+                ));
+                (self.conns.len() - 1) as u32
+            }
+        };
+        let registered = epoll_ctl(
+            self.epoll.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            fd,
+            libc::EPOLLIN as u32,
+            u64::from(i),
+        );
+        if let Err(error) = registered {
+            self.free.push(i);
+            return Err(error);
+        }
+        let c = &mut self.conns[i as usize];
+        c.reset(stream);
+        c.interest = libc::EPOLLIN as u32;
+        self.active.push(i);
+        Ok(())
+    }
+
+    /// The client is gone (or must go): stop reading; the slot drains.
+    fn close(&mut self, i: u32) {
+        let c = &mut self.conns[i as usize];
+        // Closing the fd removes it from the epoll set.
+        c.stream = None;
+        c.interest = 0;
+        c.block = Block::None;
+        self.maybe_free(i);
+    }
+
+    fn maybe_free(&mut self, i: u32) {
+        let c = &mut self.conns[i as usize];
+        if !c.in_use || c.stream.is_some() || c.pending_len() > 0 {
+            return;
+        }
+        c.in_use = false;
+        if let Some(at) = self.active.iter().position(|&a| a == i) {
+            self.active.swap_remove(at);
+        }
+        self.free.push(i);
+        self.config.open.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Writes the replies of the done commands at the head of the ring.
+    fn pump(&mut self, i: u32) {
+        refresh_routing(&self.shards, &mut self.routing);
+        let c = &mut self.conns[i as usize];
+        let mut emitted = false;
+        while c.pending_len() > 0 {
+            if c.stream.is_none() {
+                // Nobody will read the replies: only the ring must drain.
+                c.out.truncate_to(0);
+            }
+            let head = c.head;
+            match *c.entry_mut(head) {
+                Pending::Local { outcome: None, .. } => break,
+                Pending::Local {
+                    slot,
+                    outcome: Some(outcome),
+                    reply_len,
+                    reply,
+                } => {
+                    let len = usize::from(reply_len);
+                    if !c.out.make_room(len + ERROR_ROOM_BYTES) {
+                        c.wants_out_room = true;
+                        break;
+                    }
+                    write_answer(&mut c.out, outcome, &reply[..len], slot, &self.routing);
+                }
+                Pending::Mailbox {
+                    shard,
+                    slot,
+                    ticket,
+                    ..
+                } => {
+                    let out = &mut c.out;
+                    let routing = &self.routing;
+                    let mut no_room = false;
+                    let taken =
+                        self.shards[shard as usize]
+                            .mailbox
+                            .try_take(ticket, |outcome, reply| {
+                                if !out.make_room(reply.len() + ERROR_ROOM_BYTES) {
+                                    no_room = true;
+                                    return false;
+                                }
+                                write_answer(out, outcome, reply, slot, routing);
+                                true
+                            });
+                    if !taken {
+                        c.wants_out_room |= no_room;
+                        break;
+                    }
+                }
+                Pending::Refused(error) => {
+                    if !c.out.make_room(ERROR_ROOM_BYTES) {
+                        c.wants_out_room = true;
+                        break;
+                    }
+                    let text = format!("TRYAGAIN {error}");
+                    let _ = c.out.error(text.as_bytes());
+                }
+            }
+            c.pop();
+            emitted = true;
+        }
+        if c.stream.is_none() {
+            c.out.truncate_to(0);
+        }
+        if c.pending_len() == 0 && c.block == Block::Barrier {
+            c.block = Block::None;
+        }
+        if emitted {
+            self.mark_dirty(i);
+            self.maybe_free(i);
+        }
+    }
+
+    /// Serves one connection: replies that are ready, commands that are
+    /// buffered, then the socket while commands may be taken.
+    fn service(&mut self, i: u32, requests: &mut ShardRequests<'_, Kv>) {
+        self.pump(i);
+        loop {
+            self.parse(i, requests);
+            let pause = self.config.out_pause_bytes;
+            let c = &mut self.conns[i as usize];
+            if !c.may_parse(pause) {
+                break;
+            }
+            match c.read() {
+                Io::Progress => {}
+                Io::WouldBlock => break,
+                Io::Closed => {
+                    self.close(i);
+                    break;
+                }
+            }
+        }
+        if self.conns[i as usize].out.unsent_bytes() > 0 {
+            self.mark_dirty(i);
+        }
+        self.update_interest(i);
+    }
+
+    /// Takes the buffered commands while the connection may.
+    fn parse(&mut self, i: u32, requests: &mut ShardRequests<'_, Kv>) {
+        let pause = self.config.out_pause_bytes;
+        loop {
+            let c = &mut self.conns[i as usize];
+            if !c.may_parse(pause) {
+                if c.out.unsent_bytes() >= pause {
+                    c.wants_out_room = true;
+                }
+                return;
+            }
+            if c.at == c.filled {
+                return;
+            }
+            let busy = c.pending_len() > 0;
+            let (command, used) = match c.parser.parse(&c.input[c.at..c.filled]) {
+                Ok(Parsed::Command(command, used)) => (command, used),
+                Ok(Parsed::Incomplete { skipped }) => {
+                    c.at += skipped;
+                    return;
+                }
+                Err(error) => {
+                    if busy {
+                        // The error reply goes after the replies owed.
+                        c.block = Block::Barrier;
+                    } else {
+                        let _ = error.write_reply(&mut c.out);
+                        c.close_after_flush = true;
+                    }
+                    return;
+                }
+            };
+            refresh_routing(&self.shards, &mut self.routing);
+            let name = command.name();
+            if name.eq_ignore_ascii_case(b"INFO") || name.eq_ignore_ascii_case(b"CLUSTER") {
+                self.statuses.clear();
+                self.statuses.extend(
+                    self.shards.iter().map(|s| {
+                        to_replication(&s.status.lock().unwrap_or_else(|e| e.into_inner()))
+                    }),
+                );
+            }
+            let view = ServerView {
+                cluster_id: self.config.cluster_id,
+                routing: &self.routing,
+                shards: &self.statuses,
+                fsync: self.config.fsync,
+            };
+            let mark = c.out.written_len();
+            let action = dispatch(&command, &view, now_ms(), &mut self.payload, &mut c.out);
+            let (kind, group, slot, bytes) = match action {
+                Err(_) if busy => {
+                    c.block = Block::Barrier;
+                    return;
+                }
+                Err(_) if c.out.unsent_bytes() > 0 => {
+                    // Retried once the output is written.
+                    c.wants_out_room = true;
+                    return;
+                }
+                Err(_) => {
+                    let _ = c.out.error(b"ERR reply too large");
+                    c.at += used;
+                    continue;
+                }
+                Ok(Action::Replied | Action::Close) if busy => {
+                    // Answered at once, but replies are owed before it.
+                    c.out.truncate_to(mark);
+                    c.block = Block::Barrier;
+                    return;
+                }
+                Ok(Action::Replied) => {
+                    c.at += used;
+                    continue;
+                }
+                Ok(Action::Close) => {
+                    c.at += used;
+                    c.close_after_flush = true;
+                    return;
+                }
+                Ok(Action::Propose {
+                    group,
+                    slot,
+                    payload_bytes,
+                }) => (RequestKind::Propose, group, slot, payload_bytes),
+                Ok(Action::Read {
+                    group,
+                    slot,
+                    request_bytes,
+                }) => (RequestKind::Read, group, slot, request_bytes),
+            };
+            if kind == RequestKind::Read && c.writes_pending > 0 {
+                // A ReadIndex taken now could be older than this client's
+                // writes still in flight: it waits for them (per-connection
+                // order, as Redis gives a pipelining client).
+                c.block = Block::Barrier;
+                return;
+            }
+            let payload = &self.payload[..bytes];
+            if kind == RequestKind::Propose && u32::from(group) == self.shard {
+                let tag = (u64::from(i) << 32) | u64::from(c.tail);
+                let entry = if bytes > requests.request_bytes_max() {
+                    Pending::Refused(CallError::TooLarge {
+                        bytes,
+                        request_bytes_max: requests.request_bytes_max(),
+                    })
+                } else {
+                    let proposed = requests.propose(tag, bytes, |dst| dst.copy_from_slice(payload));
+                    Pending::Local {
+                        slot,
+                        outcome: proposed.err(),
+                        reply_len: 0,
+                        reply: [0; RESPONSE_BYTES_MAX],
+                    }
+                };
+                c.push(entry);
+            } else {
+                let mailbox = &self.shards[usize::from(group)].mailbox;
+                match mailbox.try_submit(kind, payload, &self.notifier) {
+                    Ok(ticket) => {
+                        c.push(Pending::Mailbox {
+                            shard: u32::from(group),
+                            slot,
+                            ticket,
+                            write: kind == RequestKind::Propose,
+                        });
+                    }
+                    Err(CallError::Full) => {
+                        // Not taken: parsed again on a later turn.
+                        c.block = Block::MailboxFull;
+                        return;
+                    }
+                    Err(error) => {
+                        c.push(Pending::Refused(error));
+                    }
+                }
+            }
+            c.at += used;
+            // A refused local proposal is answered now if it is the head.
+            if c.pending_len() == 1 && !matches!(c.entry_mut(c.head), Pending::Mailbox { .. }) {
+                self.pump(i);
+            }
+        }
+    }
+
+    fn update_interest(&mut self, i: u32) {
+        let pause = self.config.out_pause_bytes;
+        let epoll = self.epoll.as_raw_fd();
+        let c = &mut self.conns[i as usize];
+        let Some(stream) = c.stream.as_ref() else {
+            return;
+        };
+        let mut want = 0;
+        if c.may_parse(pause) && c.filled - c.at < c.input.len() {
+            want |= libc::EPOLLIN as u32;
+        }
+        if c.write_blocked && c.out.unsent_bytes() > 0 {
+            want |= libc::EPOLLOUT as u32;
+        }
+        if want != c.interest {
+            match epoll_ctl(
+                epoll,
+                libc::EPOLL_CTL_MOD,
+                stream.as_raw_fd(),
+                want,
+                u64::from(i),
+            ) {
+                Ok(()) => c.interest = want,
+                Err(error) => {
+                    log::warn!("client socket epoll: {error}");
+                    self.close(i);
+                }
+            }
+        }
+    }
+}
+
+impl Frontend<Kv> for ClientService {
+    fn fd(&self) -> RawFd {
+        self.epoll.as_raw_fd()
+    }
+
+    fn poll(&mut self, requests: &mut ShardRequests<'_, Kv>) {
+        // SAFETY: `events` is a valid array of EVENTS_MAX epoll_event.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epoll.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                EVENTS_MAX as i32,
+                0,
+            )
+        };
+        for k in 0..n.max(0) as usize {
+            match self.events[k].u64 {
+                LISTENER_KEY => self.accept(),
+                NOTIFIER_KEY => {
+                    self.notifier.clear();
+                    for a in 0..self.active.len() {
+                        let i = self.active[a];
+                        if self.conns[i as usize].mailbox_pending > 0 {
+                            self.touch(i);
+                        }
+                    }
+                }
+                key => self.touch(key as u32),
+            }
+        }
+        // A connection paused on a full mailbox tries again every turn.
+        for a in 0..self.active.len() {
+            let i = self.active[a];
+            let c = &mut self.conns[i as usize];
+            if c.block == Block::MailboxFull {
+                c.block = Block::None;
+                self.touch(i);
+            }
+        }
+        let mut k = 0;
+        while k < self.touched.len() {
+            let i = self.touched[k];
+            self.conns[i as usize].touched = false;
+            if self.conns[i as usize].in_use {
+                self.service(i, requests);
+            }
+            k += 1;
+        }
+        self.touched.clear();
+    }
+
+    fn proposal_done(&mut self, tag: u64, outcome: Outcome, reply: &[u8]) {
+        let i = (tag >> 32) as u32;
+        let seq = tag as u32;
+        let c = &mut self.conns[i as usize];
+        // A slot is freed only once its ring is empty, so a tag stays valid.
+        assert!(
+            c.in_use && c.holds(seq),
+            "a frontend tag names a waiting entry"
+        );
+        let Pending::Local {
+            outcome: waiting,
+            reply_len,
+            reply: stored,
+            ..
+        } = c.entry_mut(seq)
+        else {
+            panic!("a frontend tag names a local proposal");
+        };
+        assert!(waiting.is_none(), "a proposal completes once");
+        assert!(
+            reply.len() <= RESPONSE_BYTES_MAX,
+            "the Kv's replies fit its response slots"
+        );
+        stored[..reply.len()].copy_from_slice(reply);
+        *reply_len = reply.len() as u8;
+        *waiting = Some(outcome);
+        if seq == c.head {
+            self.pump(i);
+            let c = &self.conns[i as usize];
+            if c.in_use && (c.at < c.filled || c.block != Block::None) {
+                self.touch(i);
+            }
+        }
+    }
+
+    fn flush(&mut self) -> bool {
+        let mut k = 0;
+        while k < self.dirty.len() {
+            let i = self.dirty[k];
+            k += 1;
+            let c = &mut self.conns[i as usize];
+            c.dirty = false;
+            if !c.in_use {
+                continue;
+            }
+            if c.out.unsent_bytes() > 0 {
+                match c.write() {
+                    Io::Closed => {
+                        self.close(i);
+                        continue;
+                    }
+                    Io::Progress if c.wants_out_room => {
+                        c.wants_out_room = false;
+                        self.touch(i);
+                    }
+                    Io::Progress | Io::WouldBlock => {}
+                }
+            }
+            let c = &self.conns[i as usize];
+            if c.close_after_flush && c.out.unsent_bytes() == 0 {
+                self.close(i);
+                continue;
+            }
+            self.update_interest(i);
+        }
+        self.dirty.clear();
+        !self.touched.is_empty()
+    }
+}

@@ -1,0 +1,338 @@
+//! The client service run by the shard loops, as a client sees it: a real
+//! one-node `ringraft serve` process with two shards (two groups, both led
+//! by this node), so a connection accepted by one shard also writes to the
+//! other shard's group through that shard's mailbox.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ringraft_tools::service::resp::reply_len;
+use ringraft_tools::service::slots::{SlotMap, key_slot};
+
+const SHARDS: u16 = 2;
+
+/// A one-node server process, killed when dropped (its log printed on panic).
+struct Server {
+    child: Child,
+    client: SocketAddr,
+    log: std::path::PathBuf,
+}
+
+fn free_ports() -> (u16, u16) {
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64;
+    for attempt in 0..200u64 {
+        let base = 20_000 + ((seed.wrapping_mul(7919) + attempt * 1237) % 40_000) as u16;
+        let ports = [base, base + 10, base + 11];
+        let listeners: Vec<_> = ports
+            .iter()
+            .map(|p| TcpListener::bind(("127.0.0.1", *p)))
+            .collect();
+        if listeners.iter().all(Result::is_ok) {
+            return (base, base + 10);
+        }
+    }
+    panic!("no free ports");
+}
+
+impl Server {
+    fn start(dir: &Path, extra: &[&str]) -> Server {
+        let (client_port, peer_port) = free_ports();
+        let client = SocketAddr::from(([127, 0, 0, 1], client_port));
+        let log = dir.join("node.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_ringraft"))
+            .args(["serve", "--id", "1"])
+            .arg("--data-dir")
+            .arg(dir.join("node"))
+            .args(["--peers", &format!("1=127.0.0.1:{peer_port}")])
+            .args(["--client-addr", &client.to_string()])
+            .args([
+                "--shards",
+                &SHARDS.to_string(),
+                "--wal-mib",
+                "16",
+                "--no-pin",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn ringraft serve");
+        let server = Server { child, client, log };
+        server.wait_for_leaders();
+        server
+    }
+
+    fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.client).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+    }
+
+    /// Both groups elected this node: a write on each is acknowledged.
+    fn wait_for_leaders(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for group in 0..SHARDS {
+            let key = key_in_group(group, 0);
+            loop {
+                let reply = TcpStream::connect(self.client).ok().and_then(|mut s| {
+                    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+                    s.write_all(&command(&[b"SET", &key, b"x"])).ok()?;
+                    read_replies(&mut s, 1).ok()
+                });
+                if reply.as_deref() == Some(&[b"+OK\r\n".to_vec()][..]) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "no leader for group {group}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib << 10
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        }
+    }
+}
+
+fn command(args: &[&[u8]]) -> Vec<u8> {
+    let mut request = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        request.extend_from_slice(arg);
+        request.extend_from_slice(b"\r\n");
+    }
+    request
+}
+
+fn bulk(value: &[u8]) -> Vec<u8> {
+    let mut out = format!("${}\r\n", value.len()).into_bytes();
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Reads `count` whole replies.
+fn read_replies(stream: &mut TcpStream, count: usize) -> std::io::Result<Vec<Vec<u8>>> {
+    let mut replies = Vec::with_capacity(count);
+    let mut buffer = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    while replies.len() < count {
+        if let Ok(Some(len)) = reply_len(&buffer) {
+            replies.push(buffer.drain(..len).collect());
+            continue;
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+    Ok(replies)
+}
+
+/// The `n`-th key (of some deterministic list) whose slot is in `group`.
+fn key_in_group(group: u16, n: usize) -> Vec<u8> {
+    let map = SlotMap::new(SHARDS).unwrap();
+    (0..)
+        .map(|i| format!("key-{i}").into_bytes())
+        .filter(|k| map.group_of(key_slot(k)) == group)
+        .nth(n)
+        .unwrap()
+}
+
+#[test]
+fn a_thousand_pipelined_commands_in_one_buffer_are_answered_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let mut stream = server.connect();
+    // SETs on both groups (so some go to the other shard's mailbox), each
+    // tenth followed by a GET of the key just set, and a PING in between:
+    // every reply must come back in command order.
+    let mut request = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..1000 {
+        let key = format!("pipelined-{i}");
+        let value = format!("value-{i}");
+        request.extend(command(&[b"SET", key.as_bytes(), value.as_bytes()]));
+        expected.push(b"+OK\r\n".to_vec());
+        if i % 10 == 0 {
+            request.extend(command(&[b"GET", key.as_bytes()]));
+            expected.push(bulk(value.as_bytes()));
+        }
+        if i % 250 == 0 {
+            request.extend(command(&[b"PING"]));
+            expected.push(b"+PONG\r\n".to_vec());
+        }
+    }
+    stream.write_all(&request).unwrap();
+    let replies = read_replies(&mut stream, expected.len()).unwrap();
+    for (i, (got, want)) in replies.iter().zip(&expected).enumerate() {
+        assert_eq!(
+            String::from_utf8_lossy(got),
+            String::from_utf8_lossy(want),
+            "reply {i}"
+        );
+    }
+}
+
+#[test]
+fn many_clients_on_one_node_each_read_their_own_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let client = server.client;
+    let threads: Vec<_> = (0..64)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(client).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                for i in 0..40 {
+                    let key = format!("client-{c}-{i}");
+                    let value = format!("{c}:{i}");
+                    stream
+                        .write_all(&command(&[b"SET", key.as_bytes(), value.as_bytes()]))
+                        .unwrap();
+                    assert_eq!(read_replies(&mut stream, 1).unwrap()[0], b"+OK\r\n");
+                    stream
+                        .write_all(&command(&[b"GET", key.as_bytes()]))
+                        .unwrap();
+                    assert_eq!(
+                        read_replies(&mut stream, 1).unwrap()[0],
+                        bulk(value.as_bytes())
+                    );
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+}
+
+#[test]
+fn every_connection_writes_and_reads_both_local_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    // Connections are spread over both shards: whichever accepted one, its
+    // writes on the other group go through the other shard's mailbox.
+    for c in 0..8 {
+        let mut stream = server.connect();
+        for group in 0..SHARDS {
+            let key = key_in_group(group, 1 + c);
+            let value = format!("c{c}g{group}");
+            stream
+                .write_all(&command(&[b"SET", &key, value.as_bytes()]))
+                .unwrap();
+            stream.write_all(&command(&[b"GET", &key])).unwrap();
+            stream.write_all(&command(&[b"DEL", &key])).unwrap();
+            stream.write_all(&command(&[b"GET", &key])).unwrap();
+            let replies = read_replies(&mut stream, 4).unwrap();
+            assert_eq!(
+                replies,
+                vec![
+                    b"+OK\r\n".to_vec(),
+                    bulk(value.as_bytes()),
+                    b":1\r\n".to_vec(),
+                    b"$-1\r\n".to_vec(),
+                ],
+                "connection {c}, group {group}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_client_that_stops_reading_is_paused_and_does_not_stall_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let big = vec![b'v'; 32 << 10];
+    let key = key_in_group(0, 3);
+    let mut setup = server.connect();
+    setup.write_all(&command(&[b"SET", &key, &big])).unwrap();
+    assert_eq!(read_replies(&mut setup, 1).unwrap()[0], b"+OK\r\n");
+
+    // The greedy client asks for 64 KiB replies and never reads them.
+    let mut greedy = server.connect();
+    greedy.set_nonblocking(true).unwrap();
+    let get = command(&[b"GET", &key]);
+    let mut request = Vec::new();
+    while request.len() < 1 << 20 {
+        request.extend_from_slice(&get);
+    }
+    let intended_bytes = 256u64 << 20;
+    let mut sent_bytes = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut blocked_since: Option<Instant> = None;
+    // Write until the server has stopped taking the greedy client's
+    // commands for a while (its socket buffers full both ways).
+    while sent_bytes < intended_bytes && Instant::now() < deadline {
+        match greedy.write(&request[(sent_bytes as usize) % get.len()..]) {
+            Ok(n) => {
+                sent_bytes += n as u64;
+                blocked_since = None;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let since = *blocked_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_millis(500) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("greedy write: {e}"),
+        }
+    }
+    assert!(
+        sent_bytes < intended_bytes,
+        "the server kept reading a client that does not read its replies"
+    );
+    let rss_paused = server.rss_bytes();
+
+    // Others are served meanwhile, on both groups.
+    let mut other = server.connect();
+    for i in 0..50 {
+        let key = key_in_group((i % 2) as u16, 10 + i);
+        other.write_all(&command(&[b"SET", &key, b"1"])).unwrap();
+        other.write_all(&command(&[b"GET", &key])).unwrap();
+        assert_eq!(
+            read_replies(&mut other, 2).unwrap(),
+            vec![b"+OK\r\n".to_vec(), bulk(b"1")]
+        );
+    }
+    // The paused client holds its bounded buffers, nothing more.
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_later = server.rss_bytes();
+    assert!(
+        rss_later < rss_paused + (16 << 20),
+        "server memory grew from {rss_paused} to {rss_later} bytes while a client was paused"
+    );
+
+    // Once the greedy client reads, it gets whole, ordered replies.
+    greedy.set_nonblocking(false).unwrap();
+    greedy
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let first = read_replies(&mut greedy, 4).unwrap();
+    assert!(first.iter().all(|r| *r == bulk(&big)));
+}
