@@ -136,6 +136,10 @@ impl RespSink for OutBuf {
 pub enum Io {
     /// Bytes moved.
     Progress,
+    /// Bytes read, fewer than there was room for: the socket is most
+    /// likely empty now (level-triggered epoll says so if not), so the
+    /// read that would only return EAGAIN is skipped.
+    Drained,
     /// The socket would block.
     WouldBlock,
     /// The peer closed or the socket failed: close the connection.
@@ -313,11 +317,12 @@ impl Connection {
             // A whole command always fits: the parser reports an overlong one.
             return Io::WouldBlock;
         }
+        let room = self.input.len() - self.filled;
         match stream.read(&mut self.input[self.filled..]) {
             Ok(0) => Io::Closed,
             Ok(n) => {
                 self.filled += n;
-                Io::Progress
+                if n < room { Io::Drained } else { Io::Progress }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Io::WouldBlock,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Io::Progress,

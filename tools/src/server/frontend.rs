@@ -405,15 +405,17 @@ impl ClientService {
     /// buffered, then the socket while commands may be taken.
     fn service(&mut self, i: u32, requests: &mut ShardRequests<'_, Kv>) {
         self.pump(i);
+        let mut drained = false;
         loop {
             self.parse(i, requests);
             let pause = self.config.out_pause_bytes;
             let c = &mut self.conns[i as usize];
-            if !c.may_parse(pause) {
+            if !c.may_parse(pause) || drained {
                 break;
             }
             match c.read() {
                 Io::Progress => {}
+                Io::Drained => drained = true,
                 Io::WouldBlock => break,
                 Io::Closed => {
                     self.close(i);
@@ -710,7 +712,7 @@ impl Frontend<Kv> for ClientService {
                         c.wants_out_room = false;
                         self.touch(i);
                     }
-                    Io::Progress | Io::WouldBlock => {}
+                    Io::Progress | Io::Drained | Io::WouldBlock => {}
                 }
             }
             let c = &self.conns[i as usize];
