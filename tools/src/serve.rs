@@ -61,6 +61,13 @@ pub struct ServeArgs {
     /// server stops reading that connection until replies go out.
     #[arg(long, default_value_t = 128)]
     pub pipeline_max: usize,
+    /// Admission control: record bytes a group may have proposed and not
+    /// yet committed; a write past it waits (FIFO between clients).
+    #[arg(long, default_value_t = 4 << 20)]
+    pub uncommitted_bytes_max: u64,
+    /// How long a write waits for admission before it is answered -BUSY.
+    #[arg(long, default_value_t = 1000)]
+    pub admission_timeout_ms: u64,
     /// Do not pin shard threads to cores (several nodes sharing few cores).
     #[arg(long)]
     pub no_pin: bool,
@@ -101,6 +108,8 @@ pub fn run(args: ServeArgs) -> ExitCode {
         wal_capacity_bytes: args.wal_mib << 20,
         connections_max: args.connections_max,
         pipeline_max: args.pipeline_max,
+        uncommitted_bytes_max: args.uncommitted_bytes_max,
+        admission_timeout: std::time::Duration::from_millis(args.admission_timeout_ms),
         pin_cores: !args.no_pin,
         first_core: args.first_core,
         durability: args.durability,

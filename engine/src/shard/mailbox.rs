@@ -49,7 +49,8 @@ pub enum Outcome {
         /// Node id of the leader.
         leader: Option<u64>,
     },
-    /// Too much is waiting (uncommitted entries, reads): retry later.
+    /// Not admitted in time (admission control: ring or uncommitted bytes
+    /// full for `admission_timeout`), or too many reads wait: retry later.
     Busy,
     /// The entry was proposed but replaced by another leader's: it may not
     /// have been applied; the caller decides whether to retry.

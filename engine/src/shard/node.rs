@@ -143,8 +143,10 @@ pub enum RequestError {
         /// The leader this node knows.
         leader: Option<NodeId>,
     },
-    /// Too much waiting: retry later.
-    #[error("busy")]
+    /// Not admitted within `ShardBounds::admission_timeout` (the group's
+    /// ring or uncommitted bytes stayed full: the quorum does not keep
+    /// up), or too many reads wait: retry later.
+    #[error("busy: not admitted in time")]
     Busy,
     /// The proposal was overwritten by a new leader (not applied).
     #[error("dropped by a leader change")]

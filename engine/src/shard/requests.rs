@@ -7,15 +7,25 @@
 //!
 //! Bounds: frontend proposals awaiting apply ≤ `frontend_proposals_max`
 //! (past it `Busy`); `frontend_failed` holds at most as many.
+//!
+//! Admission control: a proposal enters the log only while the ring has
+//! room and the group's uncommitted record bytes stay within
+//! `uncommitted_bytes_max`; tokens come back as entries commit. A mailbox
+//! proposal that is not admitted waits in `admission_waiting` (FIFO, one
+//! per mailbox slot) and is answered `Busy` past `admission_timeout`; a
+//! frontend gets `Busy` at once and keeps its own waiting clients (FIFO).
 
 use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
 use ringraft_wal::IoId;
 
-use super::{Shard, ShardError, epoll_add, wal_has_room};
-use crate::raft::{NodeId, ProposeError};
+use ringraft_wal::Wal;
+
+use super::{Shard, ShardBounds, ShardError, epoll_add, wal_has_room};
+use crate::raft::{LogMeta, NodeId, ProposeError, RaftNode, Role, SplitMix64};
 use crate::shard::frontend::Frontend;
-use crate::shard::mailbox::{Outcome, Ticket};
+use crate::shard::mailbox::{Outcome, RequestKind, Ticket};
 use crate::shard::state_machine::StateMachine;
 
 /// Who waits for a proposal's outcome.
@@ -63,11 +73,17 @@ impl<S: StateMachine> ShardRequests<'_, S> {
         self.shard.bounds.request_bytes_max
     }
 
+    /// How long a proposal may wait for admission before `Busy` is final.
+    pub fn admission_timeout(&self) -> Duration {
+        self.shard.bounds.admission_timeout
+    }
+
     /// Proposes an entry of `len` payload bytes that `encode` writes
     /// straight into the ring (no copy in between). `Ok`: `tag` comes back
     /// in exactly one `Frontend::proposal_done`. `Err`: the outcome now
-    /// (`NotLeader`, `Busy` when the ring, the core or the frontend's bound
-    /// is full or the payload is over `request_bytes_max`, `Stopped`).
+    /// (`NotLeader`; `Busy` when not admitted now — ring or uncommitted
+    /// bytes, the core's or the frontend's bound — or the payload is over
+    /// `request_bytes_max`: retry within `admission_timeout`; `Stopped`).
     pub fn propose(
         &mut self,
         tag: u64,
@@ -88,7 +104,7 @@ impl<S: StateMachine> ShardRequests<'_, S> {
             self.error = Some(error);
             return Err(Outcome::Stopped);
         }
-        if !wal_has_room(&shard.wal, len) {
+        if !shard.admits(len) {
             return Err(Outcome::Busy);
         }
         let id = match shard.raft.propose(len) {
@@ -111,7 +127,120 @@ impl<S: StateMachine> ShardRequests<'_, S> {
     }
 }
 
+fn admits(raft: &RaftNode<SplitMix64>, wal: &Wal, bounds: &ShardBounds, len: usize) -> bool {
+    if raft.role() != Role::Leader {
+        return true;
+    }
+    let log = raft.log();
+    let first = raft.committed_index().max(log.snapshot().index) + 1;
+    let uncommitted = log.bytes_between(first, log.last_index());
+    let fits =
+        uncommitted == 0 || uncommitted + LogMeta::entry_bytes(len) <= bounds.uncommitted_bytes_max;
+    fits && wal_has_room(wal, len)
+}
+
+/// What became of a mailbox proposal offered for admission.
+enum Admission {
+    /// Proposed, or answered (not leader, refused, caller gone).
+    Done,
+    /// Not admitted now: it waits.
+    Wait,
+}
+
 impl<S: StateMachine> Shard<S> {
+    /// Whether a proposal of `len` payload bytes may enter the log now.
+    /// Not leading: yes (the core answers NotLeader).
+    pub(super) fn admits(&self, len: usize) -> bool {
+        admits(&self.raft, &self.wal, &self.bounds, len)
+    }
+
+    /// A request popped from the mailbox: a read starts, a proposal is
+    /// offered for admission (behind those already waiting).
+    pub(super) fn take_ticket(&mut self, ticket: Ticket, now: Instant) -> Result<(), ShardError> {
+        if !self.admission_waiting.is_empty() {
+            let kind = self.shared.mailbox.with_request(ticket, |view| view.kind);
+            match kind {
+                Some(RequestKind::Read) => self.start_read(ticket),
+                Some(RequestKind::Propose) => self
+                    .admission_waiting
+                    .push_back((ticket, now + self.bounds.admission_timeout)),
+                None => {} // The caller gave up.
+            }
+            return Ok(());
+        }
+        if let Admission::Wait = self.offer(ticket)? {
+            self.admission_waiting
+                .push_back((ticket, now + self.bounds.admission_timeout));
+        }
+        Ok(())
+    }
+
+    /// Admits waiting mailbox proposals in order while there is room;
+    /// answers `Busy` to those past their deadline.
+    pub(super) fn retry_admission(&mut self, now: Instant) -> Result<(), ShardError> {
+        let mailbox = &self.shared.mailbox;
+        self.admission_waiting.retain(|&(ticket, deadline)| {
+            let expired = now >= deadline;
+            if expired {
+                mailbox.fail(ticket, Outcome::Busy);
+            }
+            !expired
+        });
+        while let Some(&(ticket, _)) = self.admission_waiting.front() {
+            self.take_noop()?;
+            match self.offer(ticket)? {
+                Admission::Done => {
+                    self.admission_waiting.pop_front();
+                    self.worked = true;
+                }
+                Admission::Wait => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Proposes a mailbox request (or starts its read) if admitted.
+    fn offer(&mut self, ticket: Ticket) -> Result<Admission, ShardError> {
+        let mailbox = &self.shared.mailbox;
+        let (raft, wal, bounds) = (&mut self.raft, &mut self.wal, &self.bounds);
+        let result = mailbox.with_request(ticket, |view| match view.kind {
+            RequestKind::Read => Ok(None),
+            RequestKind::Propose => {
+                let len = view.request.len();
+                if !admits(raft, wal, bounds, len) {
+                    return Ok(Some(Err(Admission::Wait)));
+                }
+                let id = match raft.propose(len) {
+                    Ok(id) => id,
+                    Err(ProposeError::NotLeader { leader }) => {
+                        return Ok(Some(Ok(Outcome::NotLeader { leader })));
+                    }
+                    Err(ProposeError::TooManyUncommitted { .. }) => {
+                        return Ok(Some(Err(Admission::Wait)));
+                    }
+                    Err(_) => return Ok(Some(Ok(Outcome::Busy))),
+                };
+                let written =
+                    wal.append_with(id.term, len, |dst| dst.copy_from_slice(view.request))?;
+                assert_eq!(written, id, "the WAL and the core agree on the entry's id");
+                Ok(Some(Ok(Outcome::Replied)))
+            }
+        });
+        match result {
+            None => {} // The caller gave up.
+            Some(Err(e)) => return Err(self.wal_error(e)),
+            Some(Ok(None)) => self.start_read(ticket),
+            Some(Ok(Some(Err(wait)))) => return Ok(wait),
+            Some(Ok(Some(Ok(Outcome::Replied)))) => {
+                let id = self.raft.log().accepted();
+                self.drop_proposals_from(id.index);
+                self.proposals.push_back((id, Origin::Mailbox(ticket)));
+            }
+            Some(Ok(Some(Ok(outcome)))) => self.shared.mailbox.fail(ticket, outcome),
+        }
+        Ok(Admission::Done)
+    }
+
     /// Builds the frontend (if any) and adds its fd to the loop's epoll set.
     pub(super) fn attach_frontend(
         &mut self,

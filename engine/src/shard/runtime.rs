@@ -36,7 +36,7 @@ use ringraft_wal::record::{RecordKind, Records};
 use ringraft_wal::{CreateOptions, IoId, OpenOptions, Wal};
 
 use super::frontend::Frontend;
-use super::mailbox::{Mailbox, Outcome, RequestKind, Ticket};
+use super::mailbox::{Mailbox, Outcome, Ticket};
 use super::state_machine::{ResponseSlots, ResponseWriter, StateMachine};
 use super::wire;
 
@@ -46,7 +46,7 @@ use super::wire;
 mod requests;
 use crate::raft::{
     Append, AppendOutcome, Config, EntryMeta, HardState, LogMeta, NodeId, Outgoing, ProgressState,
-    ProposeError, RaftNode, ReadError, ReadState, Recovered, Role, SplitMix64,
+    RaftNode, ReadError, ReadState, Recovered, Role, SplitMix64,
 };
 use requests::Origin;
 pub use requests::{FrontendMaker, ShardRequests};
@@ -114,6 +114,13 @@ pub struct ShardBounds {
     /// Proposals of the shard's frontend (client connections) awaiting
     /// their apply; past it a proposal is answered `Busy`.
     pub frontend_proposals_max: usize,
+    /// Admission control: record bytes proposed and not yet committed at
+    /// most (a proposal that would pass it waits; one larger than it goes
+    /// alone when nothing is uncommitted).
+    pub uncommitted_bytes_max: u64,
+    /// How long a proposal waits for admission before it is answered
+    /// `Busy` (mailbox callers wait in `mailbox_slots_max` FIFO slots).
+    pub admission_timeout: Duration,
 }
 
 impl Default for ShardBounds {
@@ -124,6 +131,8 @@ impl Default for ShardBounds {
             follower_writes_max: 1024,
             deferred_appends_max: 32,
             frontend_proposals_max: 4096,
+            uncommitted_bytes_max: 4 << 20,
+            admission_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -299,6 +308,9 @@ struct Shard<S: StateMachine> {
     /// Frontend proposals failed while the frontend was polling (and so
     /// out of `frontend`), handed back right after (≤ `frontend_proposals_max`).
     frontend_failed: VecDeque<(u64, Outcome)>,
+    /// Mailbox proposals waiting for admission, oldest first, with their
+    /// deadline (≤ `mailbox_slots_max`: each holds a mailbox slot).
+    admission_waiting: VecDeque<(Ticket, Instant)>,
     /// Reads confirmed by ReadIndex, waiting for apply: (index, ticket).
     reads_ready: VecDeque<(u64, Ticket)>,
     /// Reads that asked before the new leader committed in its term.
@@ -525,6 +537,7 @@ impl<S: StateMachine> Shard<S> {
             frontend: None,
             frontend_proposals: 0,
             frontend_failed: VecDeque::with_capacity(bounds.frontend_proposals_max),
+            admission_waiting: VecDeque::with_capacity(bounds.mailbox_slots_max),
             reads_ready: VecDeque::with_capacity(bounds.mailbox_slots_max),
             reads_retry: VecDeque::with_capacity(bounds.mailbox_slots_max),
             bounds,
@@ -797,44 +810,13 @@ impl<S: StateMachine> Shard<S> {
             let ticket = self.reads_retry.pop_front().expect("counted");
             self.start_read(ticket);
         }
+        let now = Instant::now();
+        self.retry_admission(now)?;
         while let Some(ticket) = self.shared.mailbox.pop() {
             self.worked = true;
             // The no-op of a new leader goes first, so proposals are accepted.
             self.take_noop()?;
-            let mailbox = &self.shared.mailbox;
-            let raft = &mut self.raft;
-            let wal = &mut self.wal;
-            let result = mailbox.with_request(ticket, |view| match view.kind {
-                RequestKind::Read => Ok(None),
-                RequestKind::Propose => {
-                    let len = view.request.len();
-                    if !wal_has_room(wal, len) {
-                        return Ok(Some(Outcome::Busy));
-                    }
-                    let id = match raft.propose(len) {
-                        Ok(id) => id,
-                        Err(ProposeError::NotLeader { leader }) => {
-                            return Ok(Some(Outcome::NotLeader { leader }));
-                        }
-                        Err(_) => return Ok(Some(Outcome::Busy)),
-                    };
-                    let written =
-                        wal.append_with(id.term, len, |dst| dst.copy_from_slice(view.request))?;
-                    assert_eq!(written, id, "the WAL and the core agree on the entry's id");
-                    Ok(Some(Outcome::Replied))
-                }
-            });
-            match result {
-                None => {} // The caller gave up.
-                Some(Err(e)) => return Err(self.wal_error(e)),
-                Some(Ok(None)) => self.start_read(ticket),
-                Some(Ok(Some(Outcome::Replied))) => {
-                    let id = self.raft.log().accepted();
-                    self.drop_proposals_from(id.index);
-                    self.proposals.push_back((id, Origin::Mailbox(ticket)));
-                }
-                Some(Ok(Some(outcome))) => self.shared.mailbox.fail(ticket, outcome),
-            }
+            self.take_ticket(ticket, now)?;
         }
         Ok(())
     }
@@ -1139,6 +1121,9 @@ impl<S: StateMachine> Shard<S> {
             self.shared.mailbox.fail(ticket, outcome);
         }
         while let Some(ticket) = self.reads_retry.pop_front() {
+            self.shared.mailbox.fail(ticket, outcome);
+        }
+        while let Some((ticket, _)) = self.admission_waiting.pop_front() {
             self.shared.mailbox.fail(ticket, outcome);
         }
         while let Some(ticket) = self.shared.mailbox.pop() {

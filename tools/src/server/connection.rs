@@ -68,6 +68,9 @@ pub enum Block {
     Barrier,
     /// The target shard's mailbox is full: retried every loop turn.
     MailboxFull,
+    /// The next command is a write not admitted yet (admission control):
+    /// the connection waits in the service's FIFO.
+    Admission,
 }
 
 /// The bounded output buffer: replies appended at `len`, written from `sent`.
@@ -190,6 +193,10 @@ pub struct Connection {
     pub wants_out_room: bool,
     /// The slot belongs to a client (connected, or gone and draining).
     pub in_use: bool,
+    /// In the service's admission FIFO.
+    pub admission_queued: bool,
+    /// Its write waited past `admission_timeout`: answer it -BUSY.
+    pub admission_expired: bool,
 }
 
 impl Connection {
@@ -221,6 +228,8 @@ impl Connection {
             dirty: false,
             wants_out_room: false,
             in_use: false,
+            admission_queued: false,
+            admission_expired: false,
         }
     }
 
@@ -239,6 +248,8 @@ impl Connection {
         self.interest = 0;
         self.wants_out_room = false;
         self.in_use = true;
+        self.admission_queued = false;
+        self.admission_expired = false;
     }
 
     /// Commands waiting for their reply.

@@ -18,17 +18,24 @@
 //!                                     the connection until a later turn)
 //! ```
 //!
+//! Admission control: a write this shard does not admit now (ring or
+//! uncommitted bytes full) is not taken; its connection waits in a FIFO
+//! (≤ connections_max) that is retried in order every turn, as commits
+//! return tokens; past `admission_timeout` the write is answered `-BUSY`.
+//! A write forwarded to another shard waits in that shard's mailbox FIFO.
+//!
 //! Bounds: connections ≤ `connections_max` per node (a shared counter),
 //! commands in flight per connection ≤ `pipeline_max` (then the socket is
 //! not read: TCP pushes back), unsent output per connection ≤
 //! `out_pause_bytes` before commands stop being taken, epoll events per
 //! turn ≤ `EVENTS_MAX`.
 
+use std::collections::VecDeque;
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use ringraft_engine::shard::{
     CallError, Frontend, FrontendContext, Notifier, Outcome, RequestKind, ShardRequests,
@@ -100,6 +107,11 @@ pub struct ClientService {
     routing: RoutingTable,
     statuses: Vec<ReplicationStatus>,
     events: Box<[libc::epoll_event]>,
+    /// Connections whose next write waits for admission, oldest first,
+    /// with the write's deadline (≤ connections_max).
+    admission: VecDeque<(u32, Instant)>,
+    /// The connection at the front of `admission`, while it is served.
+    admission_turn: Option<u32>,
 }
 
 impl std::fmt::Debug for ClientService {
@@ -154,12 +166,14 @@ fn refresh_routing(shards: &[Arc<ShardShared>], routing: &mut RoutingTable) {
     }
 }
 
-/// Writes the reply of a command that went to a shard.
+/// Writes the reply of a command that went to a shard (`write`: a
+/// proposal, else a read).
 fn write_answer(
     out: &mut impl RespSink,
     outcome: Outcome,
     reply: &[u8],
     slot: u16,
+    write: bool,
     routing: &RoutingTable,
 ) {
     let written = match outcome {
@@ -169,6 +183,9 @@ fn write_answer(
             Route::Local { .. } => out.error(b"TRYAGAIN leadership is changing"),
             route => write_route_error(route, out),
         },
+        // A write not admitted within admission_timeout.
+        Outcome::Busy if write => out
+            .error(b"BUSY the group cannot take more writes now (admission timeout), retry later"),
         Outcome::Busy => out.error(b"TRYAGAIN the group is busy, retry"),
         Outcome::Dropped => out.error(b"TRYAGAIN the write was dropped by a leader change, retry"),
         Outcome::Stopped => out.error(b"ERR shard stopped"),
@@ -222,6 +239,8 @@ impl ClientService {
             routing,
             statuses: Vec::new(),
             events: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_MAX].into_boxed_slice(),
+            admission: VecDeque::with_capacity(slots_max),
+            admission_turn: None,
             config,
         })
     }
@@ -306,6 +325,11 @@ impl ClientService {
     /// The client is gone (or must go): stop reading; the slot drains.
     fn close(&mut self, i: u32) {
         let c = &mut self.conns[i as usize];
+        if c.admission_queued {
+            c.admission_queued = false;
+            self.admission.retain(|&(waiting, _)| waiting != i);
+        }
+        let c = &mut self.conns[i as usize];
         // Closing the fd removes it from the epoll set.
         c.stream = None;
         c.interest = 0;
@@ -350,13 +374,20 @@ impl ClientService {
                         c.wants_out_room = true;
                         break;
                     }
-                    write_answer(&mut c.out, outcome, &reply[..len], slot, &self.routing);
+                    write_answer(
+                        &mut c.out,
+                        outcome,
+                        &reply[..len],
+                        slot,
+                        true,
+                        &self.routing,
+                    );
                 }
                 Pending::Mailbox {
                     shard,
                     slot,
                     ticket,
-                    ..
+                    write,
                 } => {
                     let out = &mut c.out;
                     let routing = &self.routing;
@@ -369,7 +400,7 @@ impl ClientService {
                                     no_room = true;
                                     return false;
                                 }
-                                write_answer(out, outcome, reply, slot, routing);
+                                write_answer(out, outcome, reply, slot, write, routing);
                                 true
                             });
                     if !taken {
@@ -530,13 +561,41 @@ impl ClientService {
             let payload = &self.payload[..bytes];
             if kind == RequestKind::Propose && u32::from(group) == self.shard {
                 let tag = (u64::from(i) << 32) | u64::from(c.tail);
-                let entry = if bytes > requests.request_bytes_max() {
+                let my_turn = self.admission_turn == Some(i);
+                let entry = if c.admission_expired {
+                    c.admission_expired = false;
+                    Pending::Local {
+                        slot,
+                        outcome: Some(Outcome::Busy),
+                        reply_len: 0,
+                        reply: [0; RESPONSE_BYTES_MAX],
+                    }
+                } else if !my_turn && (c.admission_queued || !self.admission.is_empty()) {
+                    // Others wait for admission already: behind them (FIFO).
+                    if !c.admission_queued {
+                        c.admission_queued = true;
+                        let deadline = Instant::now() + requests.admission_timeout();
+                        self.admission.push_back((i, deadline));
+                    }
+                    c.block = Block::Admission;
+                    return;
+                } else if bytes > requests.request_bytes_max() {
                     Pending::Refused(CallError::TooLarge {
                         bytes,
                         request_bytes_max: requests.request_bytes_max(),
                     })
                 } else {
                     let proposed = requests.propose(tag, bytes, |dst| dst.copy_from_slice(payload));
+                    if proposed == Err(Outcome::Busy) {
+                        // Not admitted now: wait (the command stays unread).
+                        if !c.admission_queued {
+                            c.admission_queued = true;
+                            let deadline = Instant::now() + requests.admission_timeout();
+                            self.admission.push_back((i, deadline));
+                        }
+                        c.block = Block::Admission;
+                        return;
+                    }
                     Pending::Local {
                         slot,
                         outcome: proposed.err(),
@@ -570,6 +629,54 @@ impl ClientService {
             // A refused local proposal is answered now if it is the head.
             if c.pending_len() == 1 && !matches!(c.entry_mut(c.head), Pending::Mailbox { .. }) {
                 self.pump(i);
+            }
+        }
+    }
+
+    /// Answers -BUSY to writes waiting past their deadline, then lets the
+    /// waiting connections propose in FIFO order while they are admitted.
+    fn run_admission(&mut self, requests: &mut ShardRequests<'_, Kv>) {
+        if self.admission.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let conns = &mut self.conns;
+        let touched = &mut self.touched;
+        self.admission.retain(|&(i, deadline)| {
+            if now < deadline {
+                return true;
+            }
+            let c = &mut conns[i as usize];
+            c.admission_queued = false;
+            c.admission_expired = true;
+            c.block = Block::None;
+            if !c.touched {
+                c.touched = true;
+                touched.push(i);
+            }
+            false
+        });
+        for _ in 0..self.admission.len() {
+            let Some(&(i, _)) = self.admission.front() else {
+                break;
+            };
+            let tail_before = self.conns[i as usize].tail;
+            self.conns[i as usize].block = Block::None;
+            self.admission_turn = Some(i);
+            self.service(i, requests);
+            self.admission_turn = None;
+            let c = &mut self.conns[i as usize];
+            if c.block != Block::Admission {
+                c.admission_queued = false;
+                self.admission.pop_front();
+            } else if c.tail != tail_before {
+                // Admitted some, waits again: to the back, so others get a turn.
+                self.admission.pop_front();
+                let deadline = now + requests.admission_timeout();
+                self.admission.push_back((i, deadline));
+            } else {
+                // Not admitted: nobody behind it goes first.
+                break;
             }
         }
     }
@@ -636,6 +743,7 @@ impl Frontend<Kv> for ClientService {
                 key => self.touch(key as u32),
             }
         }
+        self.run_admission(requests);
         // A connection paused on a full mailbox tries again every turn.
         for a in 0..self.active.len() {
             let i = self.active[a];

@@ -56,6 +56,10 @@ pub struct ServerConfig {
     /// Commands a connection may have in flight (pipelined) before the
     /// server stops reading it.
     pub pipeline_max: usize,
+    /// Admission control: uncommitted record bytes per group at most.
+    pub uncommitted_bytes_max: u64,
+    /// How long a write waits for admission before `-BUSY`.
+    pub admission_timeout: Duration,
     /// Pin shard i to core (first_core + i) mod cores.
     pub pin_cores: bool,
     /// Core of shard 0 when pinning.
@@ -229,6 +233,8 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
     node_config.wal.ring_bytes = (config.wal_capacity_bytes / 2).min(64 << 20);
     node_config.wal.inflight_bytes_max = (node_config.wal.ring_bytes / 2 - 4096).min(8 << 20);
     node_config.wal.tuning.sync_writes = config.durability == Durability::Fsync;
+    node_config.bounds.uncommitted_bytes_max = config.uncommitted_bytes_max;
+    node_config.bounds.admission_timeout = config.admission_timeout;
     let limits = Limits::default();
     let service = Arc::new(ServiceConfig {
         routing,
