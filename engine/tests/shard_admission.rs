@@ -1,0 +1,171 @@
+//! Admission control through the library API: a leader cut off from
+//! its quorum cannot commit, so once its uncommitted bytes reach
+//! `uncommitted_bytes_max` a proposal waits in a mailbox slot and is
+//! refused with `RequestError::Busy` after `admission_timeout` (not a
+//! hang); once the followers are back, proposals commit again.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ringraft_engine::shard::{
+    ApplyError, Entry, Node, NodeConfig, RequestError, ResponseSlots, ResponseWriter,
+    SnapshotChunk, SnapshotError, StateMachine,
+};
+use ringraft_wal::IoId;
+
+/// Appends every payload to a list; replies with the list's length; a query
+/// returns the whole list.
+#[derive(Default)]
+struct Journal {
+    items: Vec<u8>,
+    applied: IoId,
+}
+
+impl StateMachine for Journal {
+    fn response_bytes_max(&self) -> usize {
+        8
+    }
+    fn apply<'a, I: Iterator<Item = Entry<'a>>>(
+        &mut self,
+        entries: I,
+        out: &mut ResponseSlots,
+    ) -> Result<(), ApplyError> {
+        for e in entries {
+            self.items.extend_from_slice(e.payload);
+            self.applied = e.id;
+            let len = self.items.len() as u64;
+            out.writer(e.id).write(&len.to_le_bytes()).unwrap();
+        }
+        Ok(())
+    }
+    fn applied(&self) -> IoId {
+        self.applied
+    }
+    fn query(&self, _: &[u8], reply: &mut ResponseWriter<'_>) -> Result<(), ApplyError> {
+        reply.write(&self.items).unwrap();
+        Ok(())
+    }
+    fn snapshot_chunk(&mut self, _: u64, _: &mut [u8]) -> Result<SnapshotChunk, SnapshotError> {
+        Err(SnapshotError::UnexpectedOffset {
+            expected: 0,
+            got: 0,
+        })
+    }
+    fn install_chunk(&mut self, _: IoId, _: u64, _: &[u8], _: bool) -> Result<(), SnapshotError> {
+        Err(SnapshotError::UnexpectedOffset {
+            expected: 0,
+            got: 0,
+        })
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn start(id: u64, peers: &[(u64, SocketAddr)], dir: &Path) -> Node {
+    let mut config = NodeConfig::new(id, peers.to_vec(), 1, dir.join(format!("n{id}")));
+    config.wal.capacity_bytes = 16 << 20;
+    config.wal.ring_bytes = 8 << 20;
+    config.wal.inflight_bytes_max = 2 << 20;
+    config.pin_cores = false;
+    // Three 1 KiB proposals fill the budget; a proposal waits 20 ms at
+    // most, well before the isolated leader steps down (≥ 100 ms).
+    config.bounds.uncommitted_bytes_max = 4096;
+    config.bounds.admission_timeout = Duration::from_millis(20);
+    Node::start(config, vec![Journal::default()]).unwrap()
+}
+
+fn leader(nodes: &[Option<Node>]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        for (i, node) in nodes.iter().enumerate() {
+            if let Some(node) = node
+                && node.leader(0) == Some(node.id())
+            {
+                return i;
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader elected");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_proposal_not_admitted_in_time_is_refused_busy_and_the_group_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let peers: Vec<(u64, SocketAddr)> = (1..=3)
+        .map(|id| {
+            (
+                id,
+                TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let mut nodes: Vec<Option<Node>> = peers
+        .iter()
+        .map(|&(id, _)| Some(start(id, &peers, dir.path())))
+        .collect();
+    let at = leader(&nodes);
+    let mut reply = Vec::new();
+    nodes[at]
+        .as_ref()
+        .unwrap()
+        .propose(0, b"warm", &mut reply)
+        .unwrap();
+    let followers: Vec<usize> = (0..3).filter(|&i| i != at).collect();
+    for &i in &followers {
+        nodes[i].take().unwrap().stop().unwrap();
+    }
+    let node = nodes[at].take().unwrap();
+    let payload = vec![7u8; 1024];
+    let busy = std::thread::scope(|scope| {
+        // These take the budget and wait for a commit that cannot come.
+        let fillers: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut reply = Vec::new();
+                    let _ = node.propose(0, &payload, &mut reply);
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(5));
+        let asked = Instant::now();
+        let mut reply = Vec::new();
+        let result = node.propose(0, &payload, &mut reply);
+        let waited = asked.elapsed();
+        // Bring the quorum back so the fillers get their answers.
+        for &i in &followers {
+            nodes[i] = Some(start(peers[i].0, &peers, dir.path()));
+        }
+        for filler in fillers {
+            filler.join().unwrap();
+        }
+        (result, waited)
+    });
+    assert_eq!(busy.0, Err(RequestError::Busy), "after {:?}", busy.1);
+    assert!(
+        busy.1 < Duration::from_secs(2),
+        "answered after {:?}",
+        busy.1
+    );
+    nodes[at] = Some(node);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let at = leader(&nodes);
+        match nodes[at].as_ref().unwrap().propose(0, b"after", &mut reply) {
+            Ok(()) => break,
+            Err(RequestError::NotLeader { .. } | RequestError::Busy | RequestError::Dropped) => {}
+            Err(error) => panic!("propose after recovery: {error}"),
+        }
+        assert!(Instant::now() < deadline, "the group did not recover");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
