@@ -98,17 +98,7 @@ fn leader(nodes: &[Option<Node>]) -> usize {
 #[test]
 fn a_proposal_not_admitted_in_time_is_refused_busy_and_the_group_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let peers: Vec<(u64, SocketAddr)> = (1..=3)
-        .map(|id| {
-            (
-                id,
-                TcpListener::bind("127.0.0.1:0")
-                    .unwrap()
-                    .local_addr()
-                    .unwrap(),
-            )
-        })
-        .collect();
+    let peers: Vec<(u64, SocketAddr)> = (1..=3).map(|id| (id, free_addr())).collect();
     let mut nodes: Vec<Option<Node>> = peers
         .iter()
         .map(|&(id, _)| Some(start(id, &peers, dir.path())))
