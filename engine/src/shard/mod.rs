@@ -7,6 +7,7 @@
 //! | `mailbox.rs` | bounded requests into a shard from other threads |
 //! | `wire.rs` | core control messages ↔ transport frames |
 //! | `runtime.rs` | one shard's thread and loop (core + WAL + transport) |
+//! | `snapshot.rs` | log compaction: snapshot files, build, send, install (a child of `runtime`) |
 //! | `node.rs` | the library API: start, propose, read_index, status, stop |
 
 pub mod mailbox;
@@ -17,7 +18,10 @@ pub mod wire;
 
 pub use mailbox::{CallError, Outcome, RequestKind};
 pub use node::{Node, NodeConfig, NodeError, RequestError};
-pub use runtime::{PeerStatus, ShardBounds, ShardError, ShardStatus};
+pub use runtime::{
+    Damage, PeerStatus, ShardBounds, ShardError, ShardStatus, SnapshotConfig, SnapshotFileError,
+    SnapshotHeader,
+};
 pub use state_machine::{
     ApplyError, Entry, ResponseSlots, ResponseTooLarge, ResponseWriter, SnapshotChunk,
     SnapshotError, StateMachine,
