@@ -329,6 +329,17 @@ pub fn install_file<S: StateMachine>(
     }
 }
 
+/// A new (or emptied) file open for writing and reading back: a built or
+/// received file is kept open to send and install from.
+fn create_read_write(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+}
+
 fn snapshot_err(shard: u32) -> impl FnOnce(SnapshotFileError) -> ShardError {
     move |source| ShardError::Snapshot { shard, source }
 }
@@ -574,7 +585,7 @@ impl<S: StateMachine> Shard<S> {
 
     fn start_build(&mut self) -> Result<(), ShardError> {
         let path = &self.compaction.build_path;
-        let file = File::create(path)
+        let file = create_read_write(path)
             .map_err(io_error(path, "create"))
             .map_err(snapshot_err(self.shard))?;
         self.compaction.build = Some(Build {
@@ -728,7 +739,7 @@ impl<S: StateMachine> Shard<S> {
         };
         let path = self.compaction.receive_path.clone();
         if offset == 0 {
-            let file = File::create(&path)
+            let file = create_read_write(&path)
                 .map_err(io_error(&path, "create"))
                 .map_err(snapshot_err(self.shard))?;
             self.compaction.incoming = Some(Incoming { file, snapshot });
