@@ -296,4 +296,20 @@ fn a_node_behind_the_purge_point_catches_up_through_a_multi_chunk_snapshot() {
     for node in nodes.into_iter().flatten() {
         node.stop().unwrap();
     }
+
+    // A snapshot file cut short is refused at start, naming the file.
+    let path = dir.path().join("n2/shard-0.snap");
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(file.metadata().unwrap().len() - 1).unwrap();
+    let mut config = NodeConfig::new(2, peers.clone(), 1, dir.path().join("n2"));
+    config.wal.capacity_bytes = WAL_BYTES;
+    config.pin_cores = false;
+    let error = Node::start(config, vec![Registers::new()])
+        .err()
+        .expect("a node started on a damaged snapshot")
+        .to_string();
+    assert!(
+        error.contains(&path.display().to_string()) && error.contains("damaged snapshot"),
+        "{error}"
+    );
 }

@@ -817,10 +817,13 @@ impl<S: StateMachine> Shard<S> {
             )
         });
         if let Err(error) = checked {
-            // The leader's next snapshot (or a restart) tries again.
-            log::error!("shard {}: received snapshot refused: {error}", self.shard);
+            // Chunks are CRC-checked on the wire, so a bad file here means
+            // our disk returned other bytes than we wrote, or the state
+            // machine cannot read its leader's snapshot: stop (fail-stop,
+            // as for a failed WAL write). The core keeps no way to forget a
+            // completed snapshot; a restart receives it again.
             let _ = std::fs::remove_file(&path);
-            return Ok(());
+            return Err(snapshot_err(self.shard)(error));
         }
         let final_path = self.compaction.path.clone();
         std::fs::rename(&path, &final_path)
