@@ -304,10 +304,10 @@ fn a_node_behind_the_purge_point_catches_up_through_a_multi_chunk_snapshot() {
     let mut config = NodeConfig::new(2, peers.clone(), 1, dir.path().join("n2"));
     config.wal.capacity_bytes = WAL_BYTES;
     config.pin_cores = false;
-    let error = Node::start(config, vec![Registers::new()])
-        .err()
-        .expect("a node started on a damaged snapshot")
-        .to_string();
+    let error = match Node::start(config, vec![Registers::new()]) {
+        Ok(_) => panic!("a node started on a damaged snapshot"),
+        Err(error) => error.to_string(),
+    };
     assert!(
         error.contains(&path.display().to_string()) && error.contains("damaged snapshot"),
         "{error}"
