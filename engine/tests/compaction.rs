@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ringraft_engine::shard::{
-    ApplyError, Entry, Node, NodeConfig, RequestError, ResponseSlots, ResponseWriter,
+    ApplyError, Entry, Node, NodeConfig, NodeError, RequestError, ResponseSlots, ResponseWriter,
     SnapshotChunk, SnapshotError, SnapshotHeader, StateMachine,
 };
 use ringraft_wal::IoId;
@@ -167,7 +167,23 @@ fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
+/// Starts node `id`, retrying while its peer port is still taken (a
+/// stopped node's port, in the ephemeral range, can be held for a moment
+/// by another node's reconnect attempts).
 fn start(id: u64, peers: &[(u64, SocketAddr)], dir: &Path) -> Node {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match try_start(id, peers, dir) {
+            Ok(node) => return node,
+            Err(NodeError::Listen { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(error) => panic!("node {id}: {error}"),
+        }
+    }
+}
+
+fn try_start(id: u64, peers: &[(u64, SocketAddr)], dir: &Path) -> Result<Node, NodeError> {
     let mut config = NodeConfig::new(id, peers.to_vec(), 1, dir.join(format!("n{id}")));
     // The smallest WAL whose ring can take a whole received frame (1 MiB)
     // with the runtime's margin.
@@ -179,7 +195,7 @@ fn start(id: u64, peers: &[(u64, SocketAddr)], dir: &Path) -> Node {
     config.raft.msg_bytes_max = 16 << 10;
     config.snapshot.build_chunks_per_turn_max = 1;
     config.pin_cores = false;
-    Node::start(config, vec![Registers::new()]).unwrap()
+    Node::start(config, vec![Registers::new()])
 }
 
 fn leader(nodes: &[Option<Node>]) -> usize {
@@ -301,10 +317,9 @@ fn a_node_behind_the_purge_point_catches_up_through_a_multi_chunk_snapshot() {
     let path = dir.path().join("n2/shard-0.snap");
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(file.metadata().unwrap().len() - 1).unwrap();
-    let mut config = NodeConfig::new(2, peers.clone(), 1, dir.path().join("n2"));
-    config.wal.capacity_bytes = WAL_BYTES;
-    config.pin_cores = false;
-    let error = match Node::start(config, vec![Registers::new()]) {
+    // Fresh ports: only the snapshot is under test here.
+    let peers: Vec<(u64, SocketAddr)> = (1..=3).map(|id| (id, free_addr())).collect();
+    let error = match try_start(2, &peers, dir.path()) {
         Ok(_) => panic!("a node started on a damaged snapshot"),
         Err(error) => error.to_string(),
     };
