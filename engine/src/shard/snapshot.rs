@@ -49,9 +49,14 @@
 //! Building in chunks across loop turns bounds how long one turn is held
 //! up (at most `build_chunks_per_turn_max` chunks of `msg_bytes_max`);
 //! each chunk's writeback starts at once (`sync_file_range`), so the final
-//! fsync finds little left to write. A received
-//! snapshot is installed in the turn its last chunk arrives (reading the
-//! staged file through the same bounded buffer).
+//! fsync finds little left to write. Apply waits while a build runs: a
+//! build cursor is valid only while the state does not change (the
+//! `StateMachine::snapshot_chunk` contract), and the alternatives (a full
+//! copy of the state, or copy-on-write inside the application) cost memory
+//! in proportion to the state. Commit, flushes and replication go on, so
+//! only acknowledgements wait. A received snapshot is installed in the turn
+//! its last chunk arrives (reading the staged file through the same bounded
+//! buffer).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
