@@ -1104,6 +1104,55 @@ impl Wal {
     }
 }
 
+impl Wal {
+    /// Drops the whole live log and restarts it right after `snapshot`, an
+    /// entry this log may not hold (a follower that installed a snapshot
+    /// from its leader): the next append must be `snapshot.index + 1`.
+    /// Durable when this returns. A `snapshot` at or before the log's start
+    /// changes nothing.
+    ///
+    /// The new start is the block after the current end; that block is
+    /// zeroed on disk first, so recovery finds an empty log there and never
+    /// mistakes an older lap's record for the entry after `snapshot`.
+    pub fn reset_to(&mut self, snapshot: IoId) -> Result<()> {
+        self.check_writable()?;
+        if snapshot.index <= self.superblock.start_prev.index {
+            return Ok(());
+        }
+        self.sync()?;
+        self.drain()?;
+        let start = block_ceil(self.accepted_position);
+        let end = start + BLOCK_BYTES as u64;
+        if block_ceil(end) > block_floor(self.start_position) + self.capacity_bytes {
+            // The file is full to the last block: the new start would
+            // overwrite live records before the superblock points past them.
+            return Err(WalError::LogFull {
+                needed_bytes: BLOCK_BYTES,
+            });
+        }
+        self.zero_memory(self.accepted_position, end);
+        self.write_through_now(block_floor(self.accepted_position), end)?;
+        self.superblock.start_position = start;
+        self.superblock.start_prev = snapshot;
+        self.write_superblock()?;
+        self.start_position = start;
+        self.accepted_position = start;
+        self.submitted_position = start;
+        self.durable_position = start;
+        self.mem_valid_from = start;
+        self.read_window_len = 0;
+        self.last_id = snapshot;
+        self.submitted_id = snapshot;
+        self.durable_id = snapshot;
+        self.accepted.advance(snapshot);
+        self.submitted.advance(snapshot);
+        self.flushed.advance(snapshot);
+        self.purged.advance(snapshot);
+        self.assert_memory_invariant();
+        Ok(())
+    }
+}
+
 fn check_geometry(
     capacity_bytes: u64,
     ring_bytes: u64,

@@ -712,3 +712,51 @@ fn a_view_ending_at_a_segment_filler_stops_before_it() {
     let view = wal.read(index, 1 << 20).unwrap();
     assert_eq!(view.entries(), 1);
 }
+
+#[test]
+fn reset_to_a_snapshot_restarts_the_log_after_it_durably() {
+    let (_dir, path, mut wal) = temp_wal();
+    append_range(&mut wal, 2, 1, 120);
+    // A snapshot past the end (a lagging follower): the log continues after it.
+    wal.reset_to(IoId::new(3, 500)).unwrap();
+    assert_eq!((wal.first_index(), wal.last_id()), (501, IoId::new(3, 500)));
+    assert_eq!(wal.purged().get(), IoId::new(3, 500));
+    assert!(matches!(wal.read(100, 4096), Err(WalError::Purged { .. })));
+    append_range(&mut wal, 3, 501, 540);
+    wal.sync().unwrap();
+    drop(wal);
+    let mut wal = reopen(&path);
+    assert_eq!((wal.first_index(), wal.last_id()), (501, IoId::new(3, 540)));
+    check_entries(&mut wal, 501, 540, |_| 3);
+    // A snapshot inside the log (a follower whose suffix conflicts): the
+    // suffix is gone too, and a crash right after the reset finds it empty.
+    wal.reset_to(IoId::new(4, 520)).unwrap();
+    drop(wal);
+    let mut wal = reopen(&path);
+    assert_eq!((wal.first_index(), wal.last_id()), (521, IoId::new(4, 520)));
+    append_range(&mut wal, 4, 521, 530);
+    check_entries(&mut wal, 521, 530, |_| 4);
+    // An older snapshot changes nothing.
+    wal.reset_to(IoId::new(1, 10)).unwrap();
+    assert_eq!(wal.last_id(), IoId::new(4, 530));
+}
+
+#[test]
+fn reset_to_keeps_working_across_laps_of_the_file() {
+    let (_dir, path, mut wal) = temp_wal();
+    let mut next = 1;
+    for round in 0..12u64 {
+        let last = next + 299;
+        append_range(&mut wal, 1 + round, next, last);
+        wal.sync().unwrap();
+        let snapshot = IoId::new(1 + round, last + 7);
+        wal.reset_to(snapshot).unwrap();
+        next = snapshot.index + 1;
+    }
+    append_range(&mut wal, 13, next, next + 9);
+    wal.sync().unwrap();
+    drop(wal);
+    let mut wal = reopen(&path);
+    assert_eq!(wal.first_index(), next);
+    check_entries(&mut wal, next, next + 9, |_| 13);
+}

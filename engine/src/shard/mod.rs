@@ -9,6 +9,7 @@
 //! | `requests.rs` | (child of `runtime`) frontend hooks and proposal origins |
 //! | `wire.rs` | core control messages ↔ transport frames |
 //! | `runtime.rs` | one shard's thread and loop (core + WAL + transport) |
+//! | `snapshot.rs` | log compaction: snapshot files, build, send, install (a child of `runtime`) |
 //! | `node.rs` | the library API: start, propose, read_index, status, stop |
 
 pub mod frontend;
@@ -21,7 +22,10 @@ pub mod wire;
 pub use frontend::{Frontend, FrontendContext, FrontendFactory, ShardRequests};
 pub use mailbox::{CallError, Notifier, Outcome, RequestKind, Ticket};
 pub use node::{Node, NodeConfig, NodeError, RequestError};
-pub use runtime::{PeerStatus, ShardBounds, ShardError, ShardShared, ShardStatus};
+pub use runtime::{
+    Damage, PeerStatus, ShardBounds, ShardError, ShardShared, ShardStatus, SnapshotConfig,
+    SnapshotFileError, SnapshotHeader,
+};
 pub use state_machine::{
     ApplyError, Entry, ResponseSlots, ResponseTooLarge, ResponseWriter, SnapshotChunk,
     SnapshotError, StateMachine,

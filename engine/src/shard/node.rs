@@ -21,7 +21,9 @@ use ringraft_wal::CreateOptions;
 
 use super::frontend::{FrontendContext, FrontendFactory};
 use super::mailbox::{CallError, Outcome, RequestKind};
-use super::runtime::{self, ShardBounds, ShardConfig, ShardError, ShardShared, ShardStatus};
+use super::runtime::{
+    self, ShardBounds, ShardConfig, ShardError, ShardShared, ShardStatus, SnapshotConfig,
+};
 use super::state_machine::StateMachine;
 use crate::raft::{Config, NodeId};
 
@@ -60,6 +62,8 @@ pub struct NodeConfig {
     /// Hand group `i`'s leadership to node `peers[i % n]` when it is caught up,
     /// so every node leads some groups.
     pub spread_leaders: bool,
+    /// When each shard compacts its log into `shard-<i>.snap`.
+    pub snapshot: SnapshotConfig,
 }
 
 impl NodeConfig {
@@ -101,6 +105,7 @@ impl NodeConfig {
             pin_cores: true,
             first_core: 0,
             spread_leaders: true,
+            snapshot: SnapshotConfig::default(),
         }
     }
 }
@@ -340,6 +345,7 @@ impl Node {
                 preferred_leader: config
                     .spread_leaders
                     .then(|| voters[shard as usize % voters.len()]),
+                snapshot: config.snapshot,
             };
             // On error, `node` drops and stops the shards already running.
             let maker = factory.clone().map(|factory| {

@@ -41,15 +41,19 @@ use super::state_machine::{ResponseSlots, ResponseWriter, StateMachine};
 use super::wire;
 
 // The frontend hook (client sockets served on this thread) and the origin
-// of a proposal (mailbox ticket or frontend tag) live next door.
+// of a proposal (mailbox ticket or frontend tag) live next door; so do
+// snapshots. Child modules, so their `impl Shard` reaches private fields.
 #[path = "requests.rs"]
 mod requests;
+#[path = "snapshot.rs"]
+mod snapshot;
 use crate::raft::{
-    Append, AppendOutcome, Config, EntryMeta, HardState, LogMeta, NodeId, Outgoing, ProgressState,
-    RaftNode, ReadError, ReadState, Recovered, Role, SplitMix64,
+    Append, AppendOutcome, Body, Config, EntryMeta, HardState, LogMeta, NodeId, Outgoing,
+    ProgressState, RaftNode, ReadError, ReadState, Recovered, Role, SplitMix64,
 };
 use requests::Origin;
 pub use requests::{FrontendMaker, ShardRequests};
+pub use snapshot::{Damage, SnapshotConfig, SnapshotFileError, SnapshotHeader};
 
 /// Why a shard could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +91,14 @@ pub enum ShardError {
         shard: u32,
         /// What the state machine said.
         source: super::state_machine::ApplyError,
+    },
+    /// A snapshot file is damaged, missing, or could not be written.
+    #[error("shard {shard}: snapshot: {source}")]
+    Snapshot {
+        /// Shard index.
+        shard: u32,
+        /// What is wrong.
+        source: SnapshotFileError,
     },
     /// epoll or eventfd failed.
     #[error("shard {shard}: {context}: {source}")]
@@ -165,6 +177,8 @@ pub struct ShardConfig {
     /// The node that should lead this group when it is healthy (leadership
     /// is handed to it once it is caught up), or None.
     pub preferred_leader: Option<NodeId>,
+    /// When to compact the log (snapshot file: the WAL path with `.snap`).
+    pub snapshot: SnapshotConfig,
 }
 
 /// One peer's replication state as the leader sees it.
@@ -326,6 +340,8 @@ struct Shard<S: StateMachine> {
     /// so the transport re-arms its socket polls (done in `poll`) and what
     /// they find right away is handled now, not at the next tick.
     worked: bool,
+    /// Snapshot build, send and receive state.
+    compaction: snapshot::Compaction,
 }
 
 /// Starts a shard on a new thread. Returns once it has opened its WAL and
@@ -426,7 +442,11 @@ fn epoll_add(epoll: RawFd, fd: RawFd) -> std::io::Result<()> {
 }
 
 impl<S: StateMachine> Shard<S> {
-    fn open(config: ShardConfig, sm: S, shared: Arc<ShardShared>) -> Result<Shard<S>, ShardError> {
+    fn open(
+        config: ShardConfig,
+        mut sm: S,
+        shared: Arc<ShardShared>,
+    ) -> Result<Shard<S>, ShardError> {
         let shard = config.shard_id;
         let wal_err = |source| ShardError::Wal {
             shard,
@@ -460,7 +480,10 @@ impl<S: StateMachine> Shard<S> {
             );
             Wal::create(&config.wal_path, &options).map_err(wal_err)?
         };
-        let (raft, hard) = Self::recover_raft(&config, &mut wal)?;
+        let persisted = snapshot::load_at_start(&config, &mut wal, &mut sm)?;
+        let snapshot_bytes = persisted.as_ref().map_or(0, |p| p.bytes);
+        let (raft, hard) = Self::recover_raft(&config, &mut wal, snapshot_bytes)?;
+        let compaction = snapshot::Compaction::new(&config, config.voters.len() - 1, persisted);
         log::info!(
             "shard {shard}: hard state term {} vote {:?}, log {}",
             hard.term,
@@ -548,13 +571,17 @@ impl<S: StateMachine> Shard<S> {
             transfer_tried_term: 0,
             send_bytes_max,
             worked: false,
+            compaction,
         })
     }
 
-    /// The core restarted from the WAL: its hard state and every entry's (term, size).
+    /// The core restarted from the snapshot (`snapshot_bytes` long; the WAL
+    /// starts right after it) and the WAL: its hard state and every entry's
+    /// (term, size) after the snapshot.
     fn recover_raft(
         config: &ShardConfig,
         wal: &mut Wal,
+        snapshot_bytes: u64,
     ) -> Result<(RaftNode<SplitMix64>, HardState), ShardError> {
         let shard = config.shard_id;
         let sb = wal.superblock();
@@ -586,8 +613,8 @@ impl<S: StateMachine> Shard<S> {
             }
         }
         let mut cfg = config.raft.clone();
-        // Without compaction the core must be able to hold every entry the
-        // file can: a record takes at least 32 bytes.
+        // Compaction is driven by the file's bytes, so the core must be able
+        // to hold every entry the file can: a record takes at least 32 bytes.
         cfg.log_entries_max = cfg
             .log_entries_max
             .max((wal.capacity_bytes() / ringraft_wal::record::HEADER_BYTES as u64) as usize);
@@ -601,7 +628,7 @@ impl<S: StateMachine> Shard<S> {
         let recovered = Recovered {
             hard_state: hard,
             snapshot,
-            snapshot_bytes: 0,
+            snapshot_bytes,
         };
         let raft = RaftNode::new(cfg, SplitMix64::new(seed), recovered, metas)
             .map_err(|source| ShardError::Raft { shard, source })?;
@@ -740,8 +767,8 @@ impl<S: StateMachine> Shard<S> {
                         };
                         self.on_append(peer, head, records_bytes, last)?;
                     }
-                    DataEvent::SnapshotChunk { .. } => {
-                        log::warn!("shard {}: snapshot chunks are not handled yet", self.shard);
+                    DataEvent::SnapshotChunk { head, bytes } => {
+                        self.on_snapshot_chunk(peer, head, bytes)?;
                     }
                 }
             }
@@ -866,6 +893,11 @@ impl<S: StateMachine> Shard<S> {
                     let Some(peer) = self.transport.peer_index(msg.to as u32) else {
                         continue;
                     };
+                    if let Body::SnapshotChunk { .. } = msg.body {
+                        // Its bytes come from the snapshot file, on the data lane.
+                        self.queue_snapshot_chunk(peer, msg);
+                        continue;
+                    }
                     match wire::to_frame(&msg) {
                         Some(frame) => self.transport.send_control(peer, frame),
                         None => log::debug!("shard {}: not sent: {msg:?}", self.shard),
@@ -885,9 +917,11 @@ impl<S: StateMachine> Shard<S> {
             }
         }
         self.send_deferred()?;
+        self.send_snapshot_chunks();
         self.transport.flush();
         self.wal.flush_submit().map_err(|e| self.wal_error(e))?;
         self.apply()?;
+        self.maybe_compact()?;
         Ok(())
     }
 
@@ -942,7 +976,8 @@ impl<S: StateMachine> Shard<S> {
             .committed_index()
             .min(self.raft.log().durable_index());
         let batch_max = self.slots.slots_max();
-        while self.sm.applied().index < target {
+        // A snapshot build reads the state across loop turns: it must not change.
+        while !self.compaction.building() && self.sm.applied().index < target {
             let from = self.sm.applied().index + 1;
             let view = self
                 .wal

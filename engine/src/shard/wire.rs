@@ -9,15 +9,16 @@
 //! | HeartbeatResponse      | HeartbeatReply                | read_context = round << 1 \| lagging |
 //! | AppendResponse         | AppendResponse                | success = !reject |
 //! | TimeoutNow             | TimeoutNow                    | |
-//! | SnapshotChunk/Response | (not sent: the runtime does not compact yet) | |
+//! | SnapshotChunk          | (none: the runtime sends the file's bytes as an InstallSnapshot data frame) | |
+//! | SnapshotResponse       | InstallSnapshotReply          | next_offset = next_offset << 1 \| done; the reply carries the snapshot's index only (the core matches on it), so its term reads back as 0; rejected: resume at 0 |
 
 use ringraft_net::frame::{self, Message as Frame};
 use ringraft_wal::IoId;
 
 use crate::raft::{Body, Message, NodeId};
 
-/// The frame for a core control message, or None for kinds this runtime
-/// does not send (snapshots).
+/// The frame for a core control message, or None for snapshot chunks (they
+/// travel on the data lane with their bytes).
 pub fn to_frame(msg: &Message) -> Option<Frame> {
     let term = msg.term;
     Some(match msg.body {
@@ -70,7 +71,18 @@ pub fn to_frame(msg: &Message) -> Option<Frame> {
             success: !reject,
         }),
         Body::TimeoutNow => Frame::TimeoutNow { term },
-        Body::SnapshotChunk { .. } | Body::SnapshotResponse { .. } => return None,
+        Body::SnapshotResponse {
+            snapshot,
+            next_offset,
+            done,
+        } => Frame::InstallSnapshotReply(frame::InstallSnapshotReply {
+            term,
+            snapshot_index: snapshot.index,
+            // Snapshots are far below 2^63 bytes, so the shift loses nothing.
+            next_offset: (next_offset << 1) | u64::from(done),
+            rejected: false,
+        }),
+        Body::SnapshotChunk { .. } => return None,
     })
 }
 
@@ -116,6 +128,14 @@ pub fn from_frame(frame: &Frame, from: NodeId, to: NodeId) -> Option<Message> {
             },
         ),
         Frame::TimeoutNow { term } => (term, Body::TimeoutNow),
+        Frame::InstallSnapshotReply(r) => (
+            r.term,
+            Body::SnapshotResponse {
+                snapshot: IoId::new(0, r.snapshot_index),
+                next_offset: if r.rejected { 0 } else { r.next_offset >> 1 },
+                done: !r.rejected && r.next_offset & 1 == 1,
+            },
+        ),
         _ => return None,
     };
     Some(Message {
@@ -165,6 +185,16 @@ mod tests {
                 hint: IoId::new(2, 4),
             },
             Body::TimeoutNow,
+            Body::SnapshotResponse {
+                snapshot: IoId::new(0, 77),
+                next_offset: 1 << 20,
+                done: true,
+            },
+            Body::SnapshotResponse {
+                snapshot: IoId::new(0, 77),
+                next_offset: 4096,
+                done: false,
+            },
         ];
         for body in bodies {
             let msg = Message {
