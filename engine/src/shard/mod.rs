@@ -8,8 +8,10 @@
 //! | `wire.rs` | core control messages ↔ transport frames |
 //! | `runtime.rs` | one shard's thread and loop (core + WAL + transport) |
 //! | `node.rs` | the library API: start, propose, read_index, status, stop |
+//! | `membership.rs` | the node id, voters and shard count a data directory belongs to |
 
 pub mod mailbox;
+pub mod membership;
 pub mod node;
 pub mod runtime;
 pub mod state_machine;
