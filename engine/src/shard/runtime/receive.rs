@@ -77,6 +77,20 @@ impl<S: StateMachine> Shard<S> {
     /// it belongs in. A completed AppendEntries in the ring is left for
     /// `on_append` in `receiver.completed`.
     pub(super) fn receive_frame(&mut self, peer: usize) -> DataEvent {
+        let event = self.place_frame(peer);
+        if matches!(event, DataEvent::Idle | DataEvent::NoRoom { .. })
+            && !self.transport.data_ready(peer)
+        {
+            // The socket was drained (a frame partly received): its
+            // readiness poll is re-armed by `Transport::poll`, so the loop
+            // turns once more before sleeping, or the rest of the frame
+            // would wait for the next tick.
+            self.worked = true;
+        }
+        event
+    }
+
+    fn place_frame(&mut self, peer: usize) -> DataEvent {
         let Some(pending) = self.transport.peek_data(peer) else {
             return DataEvent::Idle;
         };
