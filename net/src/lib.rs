@@ -18,4 +18,4 @@ pub mod transport;
 pub use config::{ConfigError, PeerConfig, TransportConfig};
 pub use counters::{CloseReason, Counters};
 pub use error::{FrameError, TransportError};
-pub use transport::{DataEvent, Transport};
+pub use transport::{DataEvent, DataPending, Transport};

@@ -238,6 +238,17 @@ pub enum DataEvent {
     },
 }
 
+/// A data frame whose header and head arrived (see [`Transport::peek_data`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataPending {
+    /// The frame's head: `AppendEntries` or `InstallSnapshot`.
+    pub message: Message,
+    /// Bytes of the payload (the records, or the snapshot chunk).
+    pub payload_bytes: usize,
+    /// Payload bytes already received into the caller's buffer.
+    pub payload_filled: usize,
+}
+
 /// One shard's transport. `!Send` by design: it lives on the shard's core.
 pub struct Transport {
     config: TransportConfig,
@@ -611,17 +622,43 @@ impl Transport {
         conn.phase == Phase::Up && conn.readable
     }
 
-    /// Receives from `peer`'s data lane straight into `dst` (the free space
-    /// of the WAL ring). A frame's payload is written at the start of `dst`;
-    /// while a frame is partly read, later calls must pass a buffer starting
-    /// at the same address. Records are checked with `verify_run` before
-    /// they are reported; a failure closes the connection.
-    pub fn recv_data(&mut self, peer: usize, dst: &mut [u8]) -> DataEvent {
+    /// The data frame now arriving on `peer`'s lane once its header and
+    /// head are in (read now if the socket has them), before any payload
+    /// byte is placed: the caller chooses where the payload goes (a frame
+    /// that follows the log into the WAL ring, anything else into a scratch
+    /// buffer) and how large a buffer to offer. `payload_filled > 0` means
+    /// the payload is partly received and its buffer is fixed.
+    pub fn peek_data(&mut self, peer: usize) -> Option<DataPending> {
         let slot = Self::slot(peer, IN_DATA);
+        let (header, message) = self.read_data_head(slot)?;
+        Some(DataPending {
+            message,
+            payload_bytes: header.payload_bytes(),
+            payload_filled: self.conns[slot].data.payload_filled,
+        })
+    }
+
+    /// Gives up a partly received frame on `peer`'s data lane (its buffer
+    /// is about to be reused): the lane is closed, as a stream cut inside a
+    /// frame cannot be resumed, and the peer reconnects and resends what
+    /// its Raft core still needs. Nothing happens if no payload byte of the
+    /// current frame was received.
+    pub fn drop_partial_data(&mut self, peer: usize, why: &dyn std::fmt::Display) {
+        let slot = Self::slot(peer, IN_DATA);
+        if self.conns[slot].data.payload_filled > 0 {
+            // No reason of its own in the counters: counted with the
+            // ordinary closes, the log line says why.
+            self.close(slot, CloseReason::PeerClosed, why);
+        }
+    }
+
+    /// Reads the next data frame's header and head into the inbox (once),
+    /// checking them; None while they are incomplete or the lane closed.
+    fn read_data_head(&mut self, slot: usize) -> Option<(FrameHeader, Message)> {
         loop {
             let conn = &mut self.conns[slot];
             if conn.phase != Phase::Up {
-                return DataEvent::Idle;
+                return None;
             }
             let reader = &mut conn.data;
             let Some(header) = reader.header else {
@@ -630,7 +667,7 @@ impl Transport {
                 let read = self.read_into_inbox(slot, DATA_FIRST_READ_BYTES);
                 let conn = &mut self.conns[slot];
                 if read.is_err() || conn.inbox_end < FRAME_HEADER_BYTES {
-                    return DataEvent::Idle;
+                    return None;
                 }
                 let raw = conn.inbox[..FRAME_HEADER_BYTES]
                     .try_into()
@@ -639,11 +676,11 @@ impl Transport {
                     Ok(header) if header.kind.is_data() => conn.data.header = Some(header),
                     Ok(header) => {
                         self.close(slot, CloseReason::UnexpectedKind, &header.kind);
-                        return DataEvent::Idle;
+                        return None;
                     }
                     Err(error) => {
                         self.close_for_frame_error(slot, error);
-                        return DataEvent::Idle;
+                        return None;
                     }
                 }
                 continue;
@@ -652,7 +689,7 @@ impl Transport {
             if reader.message.is_none() && conn.inbox_end < head_frame_bytes {
                 match self.read_into_inbox(slot, head_frame_bytes) {
                     Ok(true) => continue,
-                    Ok(false) | Err(()) => return DataEvent::Idle,
+                    Ok(false) | Err(()) => return None,
                 }
             }
             let Some(message) = reader.message else {
@@ -665,65 +702,80 @@ impl Transport {
                     }
                     Err(error) => {
                         self.close_for_frame_error(slot, error);
-                        return DataEvent::Idle;
+                        return None;
                     }
                 }
                 continue;
             };
-            let needed = header.payload_bytes();
-            if dst.len() < needed {
-                return DataEvent::NoRoom { needed };
-            }
-            if reader.payload_filled == 0 {
-                reader.payload_at = dst.as_ptr() as usize;
-            }
-            assert_eq!(
-                reader.payload_at,
-                dst.as_ptr() as usize,
-                "a partly received frame's buffer must not move"
-            );
-            while reader.payload_filled < needed {
-                let stream = conn.stream.as_mut().expect("an up connection has a stream");
-                // The payload, and in the same syscall the next frame's
-                // header and head (never past them: every data frame is at
-                // least DATA_FIRST_READ_BYTES long).
-                let mut iov = [
-                    IoSliceMut::new(&mut dst[reader.payload_filled..needed]),
-                    IoSliceMut::new(&mut conn.inbox[..DATA_FIRST_READ_BYTES]),
-                ];
-                match stream.read_vectored(&mut iov) {
-                    Ok(0) => {
-                        let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
-                        self.close(slot, CloseReason::PeerClosed, &eof);
-                        return DataEvent::Idle;
-                    }
-                    Ok(n) => {
-                        let into_payload = n.min(needed - reader.payload_filled);
-                        reader.payload_filled += into_payload;
-                        conn.inbox_end = n - into_payload;
-                        if conn.inbox_end < DATA_FIRST_READ_BYTES {
-                            // A short read: drained, as in read_into_inbox.
-                            conn.readable = false;
-                        }
-                        if reader.payload_filled < needed {
-                            return DataEvent::Idle;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            return Some((header, message));
+        }
+    }
+
+    /// Receives from `peer`'s data lane straight into `dst` (the free space
+    /// of the WAL ring, or a scratch buffer). A frame's payload is written at
+    /// the start of `dst`; while a frame is partly read, later calls must
+    /// pass a buffer starting at the same address. Records are checked with
+    /// `verify_run` before they are reported; a failure closes the connection.
+    pub fn recv_data(&mut self, peer: usize, dst: &mut [u8]) -> DataEvent {
+        let slot = Self::slot(peer, IN_DATA);
+        let Some((header, message)) = self.read_data_head(slot) else {
+            return DataEvent::Idle;
+        };
+        let conn = &mut self.conns[slot];
+        let reader = &mut conn.data;
+        let needed = header.payload_bytes();
+        if dst.len() < needed {
+            return DataEvent::NoRoom { needed };
+        }
+        if reader.payload_filled == 0 {
+            reader.payload_at = dst.as_ptr() as usize;
+        }
+        assert_eq!(
+            reader.payload_at,
+            dst.as_ptr() as usize,
+            "a partly received frame's buffer must not move"
+        );
+        while reader.payload_filled < needed {
+            let stream = conn.stream.as_mut().expect("an up connection has a stream");
+            // The payload, and in the same syscall the next frame's
+            // header and head (never past them: every data frame is at
+            // least DATA_FIRST_READ_BYTES long).
+            let mut iov = [
+                IoSliceMut::new(&mut dst[reader.payload_filled..needed]),
+                IoSliceMut::new(&mut conn.inbox[..DATA_FIRST_READ_BYTES]),
+            ];
+            match stream.read_vectored(&mut iov) {
+                Ok(0) => {
+                    let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
+                    self.close(slot, CloseReason::PeerClosed, &eof);
+                    return DataEvent::Idle;
+                }
+                Ok(n) => {
+                    let into_payload = n.min(needed - reader.payload_filled);
+                    reader.payload_filled += into_payload;
+                    conn.inbox_end = n - into_payload;
+                    if conn.inbox_end < DATA_FIRST_READ_BYTES {
+                        // A short read: drained, as in read_into_inbox.
                         conn.readable = false;
-                        return DataEvent::Idle;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        self.close(slot, CloseReason::PeerClosed, &e);
+                    if reader.payload_filled < needed {
                         return DataEvent::Idle;
                     }
                 }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.readable = false;
+                    return DataEvent::Idle;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.close(slot, CloseReason::PeerClosed, &e);
+                    return DataEvent::Idle;
+                }
             }
-            conn.data = DataReader::default();
-            conn.inbox_start = 0;
-            return self.finish_data_frame(slot, message, &dst[..needed]);
         }
+        conn.data = DataReader::default();
+        conn.inbox_start = 0;
+        self.finish_data_frame(slot, message, &dst[..needed])
     }
 
     fn finish_data_frame(&mut self, slot: usize, message: Message, payload: &[u8]) -> DataEvent {

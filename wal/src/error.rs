@@ -131,6 +131,23 @@ pub enum WalError {
         /// `errno` of the failure (positive), or 0 for a short write.
         errno: i32,
     },
+    /// Ring memory is lent to a receiver (`Wal::lend`): the tail cannot
+    /// change until the lend is committed or abandoned.
+    #[error("ring memory at log position {position} ({len_bytes} bytes) is lent to a receiver")]
+    RingLent {
+        /// Log position of the lent memory.
+        position: u64,
+        /// Bytes lent.
+        len_bytes: usize,
+    },
+    /// A lend larger than one ring segment can never be contiguous.
+    #[error("cannot lend {len_bytes} contiguous bytes: ring segments hold {ring_bytes}")]
+    LendTooLarge {
+        /// Bytes asked for.
+        len_bytes: usize,
+        /// Size of ring memory.
+        ring_bytes: u64,
+    },
     /// The WAL was opened read-only.
     #[error("WAL opened read-only")]
     ReadOnly,

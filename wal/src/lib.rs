@@ -5,12 +5,14 @@
 //! - [`record`]: the byte layout of a log record, the same in memory, on disk
 //!   and on the wire.
 //! - [`Wal`]: the preallocated file, the ring memory mirroring its tail, the
-//!   io_uring O_DIRECT group-commit flusher and recovery.
+//!   io_uring O_DIRECT group-commit flusher and recovery; [`Lend`]: ring
+//!   memory lent to a receiver so a follower's run lands in place.
 
 mod error;
 mod flusher;
 mod index;
 pub mod io_id;
+mod lend;
 mod read;
 pub mod record;
 mod recovery;
@@ -21,6 +23,7 @@ pub mod watermark;
 
 pub use error::{Result, WalError};
 pub use io_id::IoId;
+pub use lend::Lend;
 pub use read::ReadView;
 pub use ring::BLOCK_BYTES;
 pub use superblock::{FORMAT_VERSION, HardState, Superblock};

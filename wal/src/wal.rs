@@ -229,6 +229,9 @@ pub struct Wal {
     pub(crate) flushed: Arc<Watermark>,
     pub(crate) purged: Arc<Watermark>,
     pub(crate) report: RecoveryReport,
+    /// Ring memory lent to a receiver (see `lend.rs`): (log position, bytes).
+    /// While set, appends and truncation are refused.
+    pub(crate) lent: Option<(u64, usize)>,
 }
 
 impl std::fmt::Debug for Wal {
@@ -469,6 +472,7 @@ impl Wal {
                 stop: None,
                 damage_truncated: false,
             },
+            lent: None,
         };
         drop(superblock_buffer);
         wal.recover(options.truncate_damaged)?;
@@ -601,7 +605,7 @@ impl Wal {
         self.flusher.in_flight()
     }
 
-    fn check_writable(&self) -> Result<()> {
+    pub(crate) fn check_writable(&self) -> Result<()> {
         if let Some((position, errno)) = self.failure {
             return Err(WalError::Failed { position, errno });
         }
@@ -611,7 +615,19 @@ impl Wal {
         Ok(())
     }
 
-    fn fail(&mut self, position: u64, errno: i32) -> WalError {
+    /// Writable, and no ring memory is lent: the tail may change.
+    pub(crate) fn check_appendable(&self) -> Result<()> {
+        self.check_writable()?;
+        if let Some((position, len_bytes)) = self.lent {
+            return Err(WalError::RingLent {
+                position,
+                len_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn fail(&mut self, position: u64, errno: i32) -> WalError {
         if self.failure.is_none() {
             self.failure = Some((position, errno));
         }
@@ -622,7 +638,7 @@ impl Wal {
     // ---- appending -------------------------------------------------------
 
     /// Checks that the log may grow to `end`.
-    fn room_for(&self, end: u64, needed_bytes: usize) -> Result<()> {
+    pub(crate) fn room_for(&self, end: u64, needed_bytes: usize) -> Result<()> {
         if end.saturating_sub(self.ring_bytes) > block_floor(self.durable_position) {
             return Err(WalError::RingFull { needed_bytes });
         }
@@ -634,7 +650,7 @@ impl Wal {
 
     /// Where a record of `size` bytes goes if appended at `position`: there,
     /// or at the next segment when it would straddle one.
-    fn placement(&self, position: u64, size: usize) -> u64 {
+    pub(crate) fn placement(&self, position: u64, size: usize) -> u64 {
         let segment_end = self.segment_end(position);
         if position + size as u64 > segment_end {
             segment_end
@@ -667,7 +683,7 @@ impl Wal {
 
     /// Pads a small remainder of the current block, so the next record starts
     /// on a fresh block and its write need not rewrite this one.
-    fn maybe_pad_block(&mut self) {
+    pub(crate) fn maybe_pad_block(&mut self) {
         let within = (self.accepted_position % BLOCK_BYTES as u64) as usize;
         if within == 0 {
             return;
@@ -699,7 +715,7 @@ impl Wal {
         payload_len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<IoId> {
-        self.check_writable()?;
+        self.check_appendable()?;
         if term < self.last_id.term {
             return Err(WalError::TermRegressed {
                 term,
@@ -728,7 +744,7 @@ impl Wal {
     /// last entry, non-decreasing terms); either all are appended or none.
     /// Padding records in `bytes` are dropped (placement is local).
     pub fn append_raw(&mut self, bytes: &[u8]) -> Result<RunSummary> {
-        self.check_writable()?;
+        self.check_appendable()?;
         let summary = record::verify_run(bytes, self.last_id)
             .map_err(|(offset, source)| WalError::InvalidRecords { offset, source })?;
         // Verified once above; the two walks below only hop headers.
@@ -1002,7 +1018,7 @@ impl Wal {
     /// `new_term` must exceed every term in the log, so IoIds stay monotonic;
     /// the watermarks move to (new_term, ...). Durable when this returns.
     pub fn truncate_after(&mut self, index: u64, new_term: u64) -> Result<()> {
-        self.check_writable()?;
+        self.check_appendable()?;
         if new_term <= self.last_id.term {
             return Err(WalError::TruncateTermNotHigher {
                 new_term,

@@ -11,9 +11,11 @@
 //! | `runtime.rs` | one shard's thread and loop (core + WAL + transport) |
 //! | `snapshot.rs` | log compaction: snapshot files, build, send, install (a child of `runtime`) |
 //! | `node.rs` | the library API: start, propose, read_index, status, stop |
+//! | `membership.rs` | the node id, voters and shard count a data directory belongs to |
 
 pub mod frontend;
 pub mod mailbox;
+pub mod membership;
 pub mod node;
 pub mod runtime;
 pub mod state_machine;

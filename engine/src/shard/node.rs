@@ -21,6 +21,7 @@ use ringraft_wal::CreateOptions;
 
 use super::frontend::{FrontendContext, FrontendFactory};
 use super::mailbox::{CallError, Outcome, RequestKind};
+use super::membership::{self, Membership, MembershipCheck, MembershipError};
 use super::runtime::{
     self, ShardBounds, ShardConfig, ShardError, ShardShared, ShardStatus, SnapshotConfig,
 };
@@ -129,6 +130,10 @@ pub enum NodeError {
     /// A shard failed to start or stopped on an error.
     #[error(transparent)]
     Shard(#[from] ShardError),
+    /// The data directory belongs to another node, voter set, shard count
+    /// or cluster (or its membership file cannot be read or written).
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
     /// The data directory is unusable.
     #[error("data directory {path}: {source}")]
     DataDir {
@@ -285,6 +290,7 @@ impl Node {
             path: config.data_dir.clone(),
             source,
         })?;
+        check_membership(&config)?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let voters: Vec<NodeId> = config.peers.iter().map(|p| p.0).collect();
         // Bind every listener first, so a port in use fails before any shard starts.
@@ -487,6 +493,28 @@ impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.stop_all();
     }
+}
+
+/// Refuses a data directory of another node, voter set, shard count or
+/// cluster; records the membership of a new one (see `membership.rs`).
+fn check_membership(config: &NodeConfig) -> Result<(), MembershipError> {
+    let configured = Membership::new(config.cluster_id, config.id, config.shards, &config.peers);
+    let dir = config.data_dir.display();
+    match membership::check_or_store(&config.data_dir, &configured)? {
+        MembershipCheck::Created | MembershipCheck::Matched => {}
+        MembershipCheck::Adopted { wal_files } => log::info!(
+            "{dir}: {wal_files} WAL files and no membership file (an older version): \
+             recorded node {}, voters and {} shards from the configuration",
+            config.id,
+            config.shards
+        ),
+        MembershipCheck::AddressesMoved(moved) => {
+            for (id, old, new) in moved {
+                log::warn!("{dir}: node {id} moved from {old} to {new}; recorded");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `address` with its port moved up by `offset`.

@@ -8,8 +8,9 @@
 //!   ├─ transport.poll(0)    accepts, handshakes, control reads, pending writes
 //!   ├─ WAL completions      flush_reap ─▶ raft.flushed(io ids now durable)
 //!   ├─ control frames       raft.step
-//!   ├─ data frames          records ─▶ scratch ─▶ raft.step_append ─▶
-//!   │                       truncate_after / append_raw into the ring
+//!   ├─ data frames          records ─▶ lent ring memory (run follows the log) or
+//!   │                       scratch ─▶ raft.step_append ─▶ commit in place, or
+//!   │                       truncate_after / append_raw (runtime/receive.rs)
 //!   ├─ mailbox              Propose: raft.propose(len) ─▶ wal.append_with (payload
 //!   │                       copied once, into the ring) ; Read: raft.read_index
 //!   └─ outputs              hard state ─▶ superblock (before any message), the
@@ -34,6 +35,8 @@ use ringraft_net::frame::AppendEntries;
 use ringraft_net::{DataEvent, PeerConfig, Transport, TransportConfig};
 use ringraft_wal::record::{RecordKind, Records};
 use ringraft_wal::{CreateOptions, IoId, OpenOptions, Wal};
+
+mod receive;
 
 use super::frontend::Frontend;
 use super::mailbox::{Mailbox, Outcome, Ticket};
@@ -306,8 +309,11 @@ struct Shard<S: StateMachine> {
     slots: ResponseSlots,
     shared: Arc<ShardShared>,
     epoll: OwnedFd,
-    /// Receive buffer of one data frame's records.
+    /// Receive buffer of one data frame that does not go straight into the
+    /// ring (see `runtime/receive.rs`).
     scratch: Box<[u8]>,
+    /// Which buffer each partly received data frame sits in.
+    receiver: receive::Receiver,
     /// Transport peer index → node id.
     peer_ids: Vec<NodeId>,
     deferred: Vec<VecDeque<Append>>,
@@ -549,6 +555,7 @@ impl<S: StateMachine> Shard<S> {
             shared,
             epoll,
             scratch,
+            receiver: receive::Receiver::default(),
             peer_ids,
             deferred: (0..peers)
                 .map(|_| VecDeque::with_capacity(bounds.deferred_appends_max))
@@ -744,7 +751,7 @@ impl<S: StateMachine> Shard<S> {
                 && self.follower_writes.len() < self.bounds.follower_writes_max
                 && wal_has_room(&self.wal, self.scratch.len())
             {
-                let event = self.transport.recv_data(peer, &mut self.scratch);
+                let event = self.receive_frame(peer);
                 self.worked |= !matches!(event, DataEvent::Idle);
                 match event {
                     DataEvent::Idle => break,
@@ -773,6 +780,7 @@ impl<S: StateMachine> Shard<S> {
                 }
             }
         }
+        self.release_stale_receives();
         Ok(())
     }
 
@@ -792,17 +800,11 @@ impl<S: StateMachine> Shard<S> {
             commit: head.leader_commit,
             bytes: records_bytes as u64,
         };
+        if let Some(result) = self.maybe_append_in_place(&append, records_bytes) {
+            return result;
+        }
         let bytes = &self.scratch[..records_bytes];
-        // The transport verified the run (`verify_run`): walk it without
-        // recomputing CRCs.
-        let metas = Records::verified(bytes)
-            .filter_map(Result::ok)
-            .filter(|r| r.header.kind == RecordKind::Entry)
-            .map(|r| EntryMeta {
-                term: r.header.term,
-                bytes: LogMeta::entry_bytes(r.payload.len()),
-            });
-        let outcome = self.raft.step_append(&append, metas);
+        let outcome = self.raft.step_append(&append, entry_metas(bytes));
         let AppendOutcome::Write {
             truncate_after,
             first,
@@ -812,6 +814,18 @@ impl<S: StateMachine> Shard<S> {
         else {
             return Ok(());
         };
+        self.write_from_scratch(truncate_after, first, last, io_id, records_bytes)
+    }
+
+    /// Writes what the core accepted of the run in `scratch[..records_bytes]`.
+    fn write_from_scratch(
+        &mut self,
+        truncate_after: Option<u64>,
+        first: u64,
+        last: u64,
+        io_id: IoId,
+        records_bytes: usize,
+    ) -> Result<(), ShardError> {
         if let Some(index) = truncate_after {
             self.drop_proposals_from(index + 1);
             self.wal
@@ -1178,6 +1192,18 @@ fn wal_has_room(wal: &Wal, bytes: usize) -> bool {
     let ring_free = wal.superblock().ring_bytes - (p.accepted - p.durable);
     let file_free = wal.capacity_bytes() - (p.accepted - p.start);
     ring_free / 2 >= slack && file_free >= 2 * slack
+}
+
+/// The (term, size) of each entry of a run the transport verified
+/// (`verify_run`): walked without recomputing CRCs.
+fn entry_metas(bytes: &[u8]) -> impl Iterator<Item = EntryMeta> + '_ {
+    Records::verified(bytes)
+        .filter_map(Result::ok)
+        .filter(|r| r.header.kind == RecordKind::Entry)
+        .map(|r| EntryMeta {
+            term: r.header.term,
+            bytes: LogMeta::entry_bytes(r.payload.len()),
+        })
 }
 
 /// Byte range of the records with indexes `first..=last` in a run that
