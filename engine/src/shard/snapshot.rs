@@ -79,7 +79,7 @@ const FORMAT_VERSION: u32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SnapshotConfig {
     /// Snapshot once the applied entries not yet covered by a snapshot take
-    /// at least this percent of the WAL file (1..=100).
+    /// at least this percent of the WAL file (1..=100; 0 is taken as 1).
     pub snapshot_log_percent: u8,
     /// ... or once this many entries were applied since the last snapshot.
     pub snapshot_entries: u64,
@@ -555,8 +555,9 @@ impl<S: StateMachine> Shard<S> {
         }
         let config = &self.compaction.config;
         let reclaimable_bytes = log.bytes_between(covered + 1, applied);
-        let threshold_bytes =
-            self.wal.capacity_bytes() / 100 * u64::from(config.snapshot_log_percent);
+        // A percent of 0 would snapshot after every entry: taken as 1.
+        let percent = u64::from(config.snapshot_log_percent.clamp(1, 100));
+        let threshold_bytes = self.wal.capacity_bytes() / 100 * percent;
         reclaimable_bytes >= threshold_bytes || applied - covered >= config.snapshot_entries
     }
 
