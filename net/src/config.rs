@@ -53,6 +53,13 @@ pub struct TransportConfig {
     /// Shared cluster secret: when set, both sides of every connection prove
     /// they know it (HMAC-SHA256 challenge in the handshake). Off by default.
     pub secret: Option<[u8; 32]>,
+    /// TESTING ONLY (fault injection): read at most this many bytes per
+    /// second from each peer's inbound data lane (0: no limit, the default).
+    /// Frames already read are not held back; the lane simply is not read
+    /// until the budget allows, so TCP backpressure slows the sender as a
+    /// slow link would. Control lanes (heartbeats, votes, acks) are never
+    /// throttled: this is how an overloaded node keeps its heartbeats.
+    pub fault_data_recv_bytes_per_sec: u64,
 }
 
 impl TransportConfig {
@@ -73,6 +80,7 @@ impl TransportConfig {
             reconnect_delay_max: Duration::from_secs(1),
             spin_before_park: Duration::ZERO,
             secret: None,
+            fault_data_recv_bytes_per_sec: 0,
         }
     }
 

@@ -255,6 +255,9 @@ pub struct Transport {
     /// Peer whose inbound control lane `next_control` looks at first, so one
     /// chatty peer cannot starve the others.
     next_control_peer: usize,
+    /// Fault hook (`fault_data_recv_bytes_per_sec`): per peer, the data lane
+    /// is not read before this instant.
+    data_recv_resume_at: Vec<Option<Instant>>,
     counters: Counters,
     _not_send: std::marker::PhantomData<*const ()>,
 }
@@ -357,9 +360,46 @@ impl Transport {
             listener_armed: false,
             listener_readable: true,
             next_control_peer: 0,
+            data_recv_resume_at: vec![None; peers],
             counters: Counters::default(),
             _not_send: std::marker::PhantomData,
         })
+    }
+
+    /// Bytes of buffers a transport with `config` allocates at start-up
+    /// (connection inboxes and outboxes; see the slot layout), for memory
+    /// budgets. Sockets' kernel buffers are not counted.
+    pub fn buffer_bytes(config: &TransportConfig) -> usize {
+        let handshake = 2 * CONTROL_FRAME_BYTES_MAX;
+        let control_out = CONTROL_KINDS.len() * CONTROL_FRAME_BYTES_MAX;
+        let per_peer = (handshake + control_out)
+            + (handshake + config.frame_bytes_max)
+            + (config.control_buffer_bytes + handshake)
+            + (handshake + handshake);
+        let control_slots = CONTROL_KINDS.len() * std::mem::size_of::<Option<Message>>();
+        config.peers.len() * (per_peer + control_slots)
+            + config.pending_connections_max * 2 * handshake
+    }
+
+    /// TESTING ONLY: changes [`TransportConfig::fault_data_recv_bytes_per_sec`]
+    /// while running (0 lifts the limit at once).
+    pub fn set_fault_data_recv_bytes_per_sec(&mut self, bytes_per_sec: u64) {
+        self.config.fault_data_recv_bytes_per_sec = bytes_per_sec;
+        if bytes_per_sec == 0 {
+            self.data_recv_resume_at.fill(None);
+        }
+    }
+
+    /// Charges a received data frame to the throttle (fault hook only).
+    fn throttle_data_recv(&mut self, peer: usize, bytes: usize) {
+        let rate = self.config.fault_data_recv_bytes_per_sec;
+        if rate == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let from = self.data_recv_resume_at[peer].map_or(now, |at| at.max(now));
+        let cost = Duration::from_secs_f64(bytes as f64 / rate as f64);
+        self.data_recv_resume_at[peer] = Some(from + cost);
     }
 
     /// The address the listener is bound to (the port, if 0 was asked).
@@ -608,7 +648,9 @@ impl Transport {
     /// [`recv_data`](Self::recv_data)).
     pub fn data_ready(&self, peer: usize) -> bool {
         let conn = &self.conns[Self::slot(peer, IN_DATA)];
-        conn.phase == Phase::Up && conn.readable
+        conn.phase == Phase::Up
+            && conn.readable
+            && self.data_recv_resume_at[peer].is_none_or(|at| Instant::now() >= at)
     }
 
     /// Receives from `peer`'s data lane straight into `dst` (the free space
@@ -722,6 +764,7 @@ impl Transport {
             }
             conn.data = DataReader::default();
             conn.inbox_start = 0;
+            self.throttle_data_recv(peer, header.head_frame_bytes() + needed);
             return self.finish_data_frame(slot, message, &dst[..needed]);
         }
     }
