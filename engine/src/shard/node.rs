@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use ringraft_wal::CreateOptions;
 
+use super::fault::Faults;
 use super::mailbox::{CallError, Outcome, RequestKind};
 use super::runtime::{self, ShardBounds, ShardConfig, ShardError, ShardShared, ShardStatus};
 use super::state_machine::StateMachine;
@@ -54,6 +55,9 @@ pub struct NodeConfig {
     /// Hand group `i`'s leadership to node `peers[i % n]` when it is caught up,
     /// so every node leads some groups.
     pub spread_leaders: bool,
+    /// TESTING ONLY: fault hooks (slow WAL writes, throttled peer data
+    /// lanes), all off by default; see [`super::fault`].
+    pub faults: Faults,
 }
 
 impl NodeConfig {
@@ -95,6 +99,7 @@ impl NodeConfig {
             pin_cores: true,
             first_core: 0,
             spread_leaders: true,
+            faults: Faults::default(),
         }
     }
 }
@@ -300,6 +305,9 @@ impl Node {
                     .spread_leaders
                     .then(|| voters[shard as usize % voters.len()]),
             };
+            if config.faults.any() {
+                shared.faults.set(config.faults);
+            }
             // On error, `node` drops and stops the shards already running.
             let thread = runtime::spawn(shard_config, sm, shared.clone())?;
             node.shards.push(ShardHandle {
@@ -371,6 +379,21 @@ impl Node {
         reply: &mut Vec<u8>,
     ) -> Result<(), RequestError> {
         self.call(shard, RequestKind::Read, request, reply)
+    }
+
+    /// TESTING ONLY: runs every shard with `faults` from its next tick on
+    /// (see [`super::fault`]); `Faults::default()` turns them off.
+    pub fn set_faults(&self, faults: Faults) {
+        for s in &self.shards {
+            s.shared.faults.set(faults);
+        }
+    }
+
+    /// The fault hooks asked for (see [`Node::set_faults`]).
+    pub fn faults(&self) -> Faults {
+        self.shards
+            .first()
+            .map_or(Faults::default(), |s| s.shared.faults.get())
     }
 
     /// The leader of group `shard` as this node knows it.

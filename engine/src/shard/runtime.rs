@@ -193,6 +193,8 @@ pub struct ShardShared {
     pub leader: AtomicU64,
     /// Ask the loop to end.
     pub stop: AtomicBool,
+    /// TESTING ONLY: fault hooks, applied by the loop at its next tick.
+    pub faults: super::fault::FaultSwitch,
 }
 
 impl ShardShared {
@@ -233,6 +235,7 @@ impl ShardShared {
             }),
             leader: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            faults: super::fault::FaultSwitch::default(),
         })
     }
 
@@ -586,6 +589,12 @@ impl<S: StateMachine> Shard<S> {
                     self.next_tick = now + self.tick;
                 }
                 self.maybe_transfer_leadership(now);
+                if let Some(faults) = self.shared.faults.take_change() {
+                    log::warn!("shard {}: TESTING fault hooks now {faults}", self.shard);
+                    self.wal.set_fault_flush_delay(faults.flush_delay);
+                    (self.transport)
+                        .set_fault_data_recv_bytes_per_sec(faults.data_recv_bytes_per_sec);
+                }
             }
             self.transport
                 .poll(Duration::ZERO)
