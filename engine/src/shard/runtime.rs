@@ -893,13 +893,21 @@ impl<S: StateMachine> Shard<S> {
                 let Some(append) = self.deferred[peer].pop_front() else {
                     break;
                 };
-                self.send_append(peer, append)?;
+                if let Some(rest) = self.send_append(peer, append)? {
+                    // Room: one was just popped.
+                    self.deferred[peer].push_front(rest);
+                }
             }
         }
         Ok(())
     }
 
-    fn send_append(&mut self, peer: usize, append: Append) -> Result<(), ShardError> {
+    /// Sends what one read of the WAL gives of `append` (ring memory, or
+    /// the bounded file read buffer once the entries left the ring; a read
+    /// stops at a ring segment's end too). Returns the rest, if the read
+    /// fell short, to be sent next as its own append: the follower then sees
+    /// contiguous runs and the window the core counted is really sent.
+    fn send_append(&mut self, peer: usize, append: Append) -> Result<Option<Append>, ShardError> {
         let head = AppendEntries {
             term: append.term,
             prev_term: append.prev.term,
@@ -907,6 +915,7 @@ impl<S: StateMachine> Shard<S> {
             leader_commit: append.commit,
         };
         let shard = self.shard;
+        let mut rest = None;
         let result = if append.last == append.prev.index {
             self.transport.send_append(peer, head, &[])
         } else {
@@ -917,19 +926,29 @@ impl<S: StateMachine> Shard<S> {
                         "shard {shard}: cannot read entries after {} to send: {error}",
                         append.prev
                     );
-                    return Ok(());
+                    return Ok(None);
                 }
             };
             let bytes = view.bytes();
             let (start, end) = run_range(bytes, append.prev.index + 1, append.last);
+            let got = view.last();
+            if got.index < append.last && !view.is_empty() {
+                rest = Some(Append {
+                    prev: got,
+                    ..append
+                });
+            }
             self.transport
                 .send_append(peer, head, &[&bytes[start..end]])
         };
-        if let Err(error) = result {
-            // Not connected or busy: the core notices the missing ack and resends.
-            log::debug!("shard {shard}: append to peer {peer} not sent: {error}");
+        match result {
+            Ok(()) => Ok(rest),
+            Err(error) => {
+                // Not connected or busy: the core notices the missing ack and resends.
+                log::debug!("shard {shard}: append to peer {peer} not sent: {error}");
+                Ok(None)
+            }
         }
-        Ok(())
     }
 
     fn apply(&mut self) -> Result<(), ShardError> {

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::serve::Durability;
-use ringraft_engine::shard::{Node, NodeConfig, NodeError, ShardStatus};
+use ringraft_engine::shard::{Node, NodeError, ShardStatus};
 use ringraft_tools::service::command::{PeerStatus, ReplicationStatus};
 use ringraft_tools::service::kv::{Kv, KvConfig};
 use ringraft_tools::service::slots::{NodeAddr, RoutingTable};
@@ -53,6 +53,10 @@ pub struct ServerConfig {
     pub first_core: usize,
     /// Whether log writes wait for stable storage (`--durability`).
     pub durability: Durability,
+    /// TESTING ONLY: fault hooks (`--fault`) and `DEBUG FAULT` (`--enable-debug-fault`).
+    pub faults: ringraft_engine::shard::Faults,
+    /// TESTING ONLY: answer `DEBUG FAULT`.
+    pub enable_debug_fault: bool,
 }
 
 /// Why the server could not start.
@@ -192,21 +196,8 @@ pub fn run(config: ServerConfig) -> Result<(), ServeError> {
             address: config.client_addr,
             source,
         })?;
-    let mut node_config = NodeConfig::new(
-        config.id,
-        config.peers.clone(),
-        config.shards,
-        config.data_dir.clone(),
-    );
-    node_config.cluster_id = config.cluster_id;
-    node_config.pin_cores = config.pin_cores;
-    node_config.first_core = config.first_core;
-    node_config.wal.capacity_bytes = config.wal_capacity_bytes;
-    // Ring memory: half the file up to 64 MiB; writes in flight: at most
-    // half the ring (the WAL's rule), at most 8 MiB.
-    node_config.wal.ring_bytes = (config.wal_capacity_bytes / 2).min(64 << 20);
-    node_config.wal.inflight_bytes_max = (node_config.wal.ring_bytes / 2 - 4096).min(8 << 20);
-    node_config.wal.tuning.sync_writes = config.durability == Durability::Fsync;
+    let node_config = crate::serve::node_config(&config);
+    let budget = crate::serve::memory_budget(&config, &node_config);
     let machines = (0..config.shards)
         .map(|_| Kv::new(KvConfig::default()))
         .collect();
@@ -231,6 +222,7 @@ pub fn run(config: ServerConfig) -> Result<(), ServeError> {
         cluster_id: config.cluster_id,
         fsync: config.durability == Durability::Fsync,
     });
+    crate::serve::register_process_hooks(&shared, &config, &budget);
     let open = Arc::new(AtomicUsize::new(0));
     {
         let shared = shared.clone();
