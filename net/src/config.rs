@@ -60,6 +60,15 @@ pub struct TransportConfig {
     /// slow link would. Control lanes (heartbeats, votes, acks) are never
     /// throttled: this is how an overloaded node keeps its heartbeats.
     pub fault_data_recv_bytes_per_sec: u64,
+    /// TESTING ONLY (fault injection): send at most this many bytes per
+    /// second on the data lane to the peer `fault_data_send_node` (every
+    /// peer if None); 0: no limit, the default. While the budget is spent
+    /// [`Transport::data_send_ready`](crate::Transport::data_send_ready) is
+    /// false, as when a slow link's socket buffer is full. Control lanes are
+    /// never throttled.
+    pub fault_data_send_bytes_per_sec: u64,
+    /// The peer node the send throttle applies to (None: all).
+    pub fault_data_send_node: Option<u32>,
 }
 
 impl TransportConfig {
@@ -81,6 +90,8 @@ impl TransportConfig {
             spin_before_park: Duration::ZERO,
             secret: None,
             fault_data_recv_bytes_per_sec: 0,
+            fault_data_send_bytes_per_sec: 0,
+            fault_data_send_node: None,
         }
     }
 

@@ -258,6 +258,9 @@ pub struct Transport {
     /// Fault hook (`fault_data_recv_bytes_per_sec`): per peer, the data lane
     /// is not read before this instant.
     data_recv_resume_at: Vec<Option<Instant>>,
+    /// Fault hook (`fault_data_send_bytes_per_sec`): per peer, no data frame
+    /// is sent before this instant.
+    data_send_resume_at: Vec<Option<Instant>>,
     counters: Counters,
     _not_send: std::marker::PhantomData<*const ()>,
 }
@@ -361,6 +364,7 @@ impl Transport {
             listener_readable: true,
             next_control_peer: 0,
             data_recv_resume_at: vec![None; peers],
+            data_send_resume_at: vec![None; peers],
             counters: Counters::default(),
             _not_send: std::marker::PhantomData,
         })
@@ -390,16 +394,27 @@ impl Transport {
         }
     }
 
+    /// TESTING ONLY: changes [`TransportConfig::fault_data_send_bytes_per_sec`]
+    /// and the peer node it applies to (None: all) while running.
+    pub fn set_fault_data_send_bytes_per_sec(&mut self, bytes_per_sec: u64, node: Option<u32>) {
+        self.config.fault_data_send_bytes_per_sec = bytes_per_sec;
+        self.config.fault_data_send_node = node;
+        self.data_send_resume_at.fill(None);
+    }
+
     /// Charges a received data frame to the throttle (fault hook only).
     fn throttle_data_recv(&mut self, peer: usize, bytes: usize) {
         let rate = self.config.fault_data_recv_bytes_per_sec;
-        if rate == 0 {
-            return;
+        charge(&mut self.data_recv_resume_at[peer], rate, bytes);
+    }
+
+    /// Charges a sent data frame to the throttle (fault hook only).
+    fn throttle_data_send(&mut self, peer: usize, bytes: usize) {
+        let node = self.config.peers[peer].node_id;
+        if self.config.fault_data_send_node.is_none_or(|n| n == node) {
+            let rate = self.config.fault_data_send_bytes_per_sec;
+            charge(&mut self.data_send_resume_at[peer], rate, bytes);
         }
-        let now = Instant::now();
-        let from = self.data_recv_resume_at[peer].map_or(now, |at| at.max(now));
-        let cost = Duration::from_secs_f64(bytes as f64 / rate as f64);
-        self.data_recv_resume_at[peer] = Some(from + cost);
     }
 
     /// The address the listener is bound to (the port, if 0 was asked).
@@ -496,7 +511,9 @@ impl Transport {
     /// frame fully handed to the kernel.
     pub fn data_send_ready(&self, peer: usize) -> bool {
         let conn = &self.conns[Self::slot(peer, OUT_DATA)];
-        conn.phase == Phase::Up && conn.outbox_empty()
+        conn.phase == Phase::Up
+            && conn.outbox_empty()
+            && self.data_send_resume_at[peer].is_none_or(|at| Instant::now() >= at)
     }
 
     /// Sends an AppendEntries whose records are the concatenation of
@@ -564,8 +581,10 @@ impl Transport {
             iov_storage[1 + i] = IoSlice::new(s);
         }
         let mut iov = &mut iov_storage[..1 + slices.len()];
-        let stream = conn.stream.as_mut().expect("an up connection has a stream");
         let total = header_bytes + payload_bytes;
+        self.throttle_data_send(peer, total);
+        let conn = &mut self.conns[slot];
+        let stream = conn.stream.as_mut().expect("an up connection has a stream");
         let mut written = 0;
         while written < total {
             match stream.write_vectored(iov) {
@@ -1282,6 +1301,18 @@ impl Transport {
 /// failure, capped at `max`, then scaled into [50%, 100%] by `unit` (a
 /// random number in [0, 1)) so peers restarted together do not dial in
 /// lockstep.
+/// Moves a throttle's resume time `bytes / rate` later (from now if it
+/// passed); a rate of 0 means no throttle.
+fn charge(resume_at: &mut Option<Instant>, rate: u64, bytes: usize) {
+    if rate == 0 {
+        *resume_at = None;
+        return;
+    }
+    let now = Instant::now();
+    let from = resume_at.map_or(now, |at| at.max(now));
+    *resume_at = Some(from + Duration::from_secs_f64(bytes as f64 / rate as f64));
+}
+
 fn backoff_delay(min: Duration, max: Duration, failures: u32, unit: f64) -> Duration {
     let doubled = min.saturating_mul(1u32 << failures.min(20));
     doubled.min(max).mul_f64(0.5 + unit / 2.0)

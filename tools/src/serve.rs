@@ -73,6 +73,10 @@ pub struct ServeArgs {
     /// be lost on power failure.
     #[arg(long, value_enum, default_value = "fsync")]
     pub durability: Durability,
+    /// WAL ring memory per shard, MiB (a power of two, at most half of
+    /// --wal-mib); default: half the file, at most 64 MiB.
+    #[arg(long)]
+    pub ring_mib: Option<u64>,
     /// Print the itemized worst-case memory budget of this configuration
     /// and exit without starting.
     #[arg(long)]
@@ -103,7 +107,9 @@ pub fn node_config(config: &ServerConfig) -> NodeConfig {
     node_config.wal.capacity_bytes = config.wal_capacity_bytes;
     // Ring memory: half the file up to 64 MiB; writes in flight: at most
     // half the ring (the WAL's rule), at most 8 MiB.
-    node_config.wal.ring_bytes = (config.wal_capacity_bytes / 2).min(64 << 20);
+    node_config.wal.ring_bytes = config
+        .ring_bytes
+        .unwrap_or((config.wal_capacity_bytes / 2).min(64 << 20));
     node_config.wal.inflight_bytes_max = (node_config.wal.ring_bytes / 2 - 4096).min(8 << 20);
     node_config.wal.tuning.sync_writes = config.durability == Durability::Fsync;
     node_config.faults = config.faults;
@@ -180,7 +186,16 @@ pub fn run(args: ServeArgs) -> ExitCode {
         durability: args.durability,
         faults,
         enable_debug_fault: args.enable_debug_fault,
+        ring_bytes: args.ring_mib.map(|mib| mib << 20),
     };
+    if let Some(ring) = config.ring_bytes
+        && (ring < 4 << 20 || !ring.is_power_of_two() || ring > config.wal_capacity_bytes / 2)
+    {
+        eprintln!(
+            "ringraft serve: --ring-mib must be a power of two, at least 4, at most half --wal-mib"
+        );
+        return ExitCode::from(2);
+    }
     if args.print_budget {
         let budget = memory_budget(&config, &node_config(&config));
         println!("{budget}");

@@ -591,9 +591,7 @@ impl<S: StateMachine> Shard<S> {
                 self.maybe_transfer_leadership(now);
                 if let Some(faults) = self.shared.faults.take_change() {
                     log::warn!("shard {}: TESTING fault hooks now {faults}", self.shard);
-                    self.wal.set_fault_flush_delay(faults.flush_delay);
-                    (self.transport)
-                        .set_fault_data_recv_bytes_per_sec(faults.data_recv_bytes_per_sec);
+                    faults.apply(&mut self.wal, &mut self.transport);
                 }
             }
             self.transport

@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub faults: ringraft_engine::shard::Faults,
     /// TESTING ONLY: answer `DEBUG FAULT`.
     pub enable_debug_fault: bool,
+    /// Ring memory per shard (`--ring-mib`); None: half the file, at most 64 MiB.
+    pub ring_bytes: Option<u64>,
 }
 
 /// Why the server could not start.
