@@ -33,8 +33,8 @@ const SLOW: u64 = 3;
 const LEADER: u64 = 1;
 const CLIENTS: usize = 4;
 const KEYS: u64 = 1000;
-const VALUE_BYTES: usize = 100;
-/// A link that crawls: about 300 of the test's entries per second.
+const VALUE_BYTES: usize = 400;
+/// A link that crawls: about 150 of the test's entries per second.
 const CRAWL_BYTES_PER_SEC: u64 = 64 << 10;
 /// A disk far slower than the load: one write per 2 s (a write takes at
 /// most `flush_io_bytes_max`, 1 MiB, and mostly one is in flight).
@@ -85,29 +85,55 @@ impl Cluster {
         let peers: Vec<String> = (1..=NODES)
             .map(|k| format!("{k}=127.0.0.1:{}", base + 100 * k as u16))
             .collect();
-        let children = (1..=NODES)
-            .map(|id| {
-                let log = std::fs::File::create(dir.join(format!("node-{id}.log"))).unwrap();
-                Command::new(env!("CARGO_BIN_EXE_ringraft"))
-                    .args(["serve", "--id", &id.to_string()])
-                    .arg("--data-dir")
-                    .arg(dir.join(format!("node-{id}")))
-                    .args(["--peers", &peers.join(",")])
-                    .args(["--client-addr", &format!("127.0.0.1:{}", base + id as u16)])
-                    .args(["--shards", "1", "--wal-mib", "256", "--no-pin"])
-                    .args(["--ring-mib", &(RING_BYTES >> 20).to_string()])
-                    .arg("--enable-debug-fault")
-                    .stdout(Stdio::null())
-                    .stderr(log)
-                    .spawn()
-                    .expect("spawn ringraft serve")
-            })
-            .collect();
-        Cluster {
+        let mut cluster = Cluster {
             base,
             dir: dir.to_path_buf(),
-            children,
+            children: Vec::new(),
+        };
+        for id in 1..=NODES {
+            let log = std::fs::File::create(dir.join(format!("node-{id}.log"))).unwrap();
+            let child = cluster
+                .serve(id, &peers)
+                .arg("--enable-debug-fault")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawn ringraft serve");
+            cluster.children.push(child);
         }
+        cluster
+    }
+
+    fn serve(&self, id: u64, peers: &[String]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ringraft"));
+        command
+            .args(["serve", "--id", &id.to_string()])
+            .arg("--data-dir")
+            .arg(self.dir.join(format!("node-{id}")))
+            .args(["--peers", &peers.join(",")])
+            .args([
+                "--client-addr",
+                &format!("127.0.0.1:{}", self.base + id as u16),
+            ])
+            .args(["--shards", "1", "--wal-mib", "256", "--no-pin"])
+            .args(["--ring-mib", &(RING_BYTES >> 20).to_string()]);
+        command
+    }
+
+    /// `total_bytes` of `serve --print-budget` with node `id`'s flags.
+    fn printed_budget(&self, id: u64) -> u64 {
+        let peers: Vec<String> = (1..=NODES)
+            .map(|k| format!("{k}=127.0.0.1:{}", self.base + 100 * k as u16))
+            .collect();
+        let output = self
+            .serve(id, &peers)
+            .arg("--print-budget")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "--print-budget failed: {output:?}");
+        let text = String::from_utf8(output.stdout).unwrap();
+        assert!(text.contains("wal ring memory"), "{text}");
+        num(&text, "total_bytes", "").to_string().parse().unwrap()
     }
 
     fn client(&self, id: u64) -> SocketAddr {
@@ -176,11 +202,13 @@ impl Conn {
     }
 }
 
+fn try_info(addr: SocketAddr, section: &str) -> std::io::Result<String> {
+    let reply = Conn::open(addr).and_then(|mut c| c.call(&[b"INFO", section.as_bytes()]))?;
+    Ok(String::from_utf8_lossy(&reply).into_owned())
+}
+
 fn info(addr: SocketAddr, section: &str) -> String {
-    let reply = Conn::open(addr)
-        .and_then(|mut c| c.call(&[b"INFO", section.as_bytes()]))
-        .unwrap_or_else(|e| panic!("INFO {section} from {addr}: {e}"));
-    String::from_utf8_lossy(&reply).into_owned()
+    try_info(addr, section).unwrap_or_else(|e| panic!("INFO {section} from {addr}: {e}"))
 }
 
 /// `key:value` or the `k=v` fields of a `name:k=v,k=v` line.
@@ -199,7 +227,7 @@ fn field(text: &str, line_name: &str, key: &str) -> Option<String> {
 
 fn num(text: &str, line_name: &str, key: &str) -> u64 {
     field(text, line_name, key)
-        .and_then(|v| v.parse().ok())
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("no {line_name}.{key} in {text}"))
 }
 
@@ -255,7 +283,8 @@ fn debug_fault(cluster: &Cluster, id: u64, settings: &str) {
 fn wait_for_steady_leader(cluster: &Cluster) {
     let start = Instant::now();
     loop {
-        let text = info(cluster.client(LEADER), "replication");
+        // The node may still be creating its WAL file: not listening yet.
+        let text = try_info(cluster.client(LEADER), "replication").unwrap_or_default();
         let steady = field(&text, "shard0", "role").as_deref() == Some("leader")
             && (0..NODES - 1).all(|i| {
                 field(&text, &format!("shard0_peer{i}"), "state").as_deref() == Some("replicate")
@@ -504,6 +533,8 @@ fn overloaded_follower(overload: Duration) {
     std::thread::sleep(Duration::from_secs(1)); // warm-up
     let terms: Vec<u64> = (1..=NODES).map(|id| role_term(&cluster, id).1).collect();
     let (rss_start, budget) = memory(&cluster, SLOW);
+    // The budget INFO shows is the one `serve --print-budget` prints.
+    assert_eq!(cluster.printed_budget(SLOW), budget);
     debug_fault(&cluster, SLOW, &format!("flush-delay-us={SLOW_FLUSH_US}"));
     let watcher = Watcher::start(&cluster, SLOW);
     // Terms sampled all along, not only at the end: a term that moved and
