@@ -143,7 +143,10 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for child in &mut self.children {
+        for (id, child) in (1..).zip(&mut self.children) {
+            if let Ok(Some(status)) = child.try_wait() {
+                eprintln!("node {id} had exited by itself: {status}");
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
