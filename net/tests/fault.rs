@@ -1,6 +1,6 @@
-//! The testing-only data-lane receive throttle: a throttled node takes data
-//! frames no faster than its budget (TCP pushes back on the sender), while
-//! its control lane keeps delivering heartbeats at once.
+//! The testing-only data-lane throttles: a throttled node takes (or sends)
+//! data frames no faster than its budget, while its control lane keeps
+//! delivering heartbeats at once.
 
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
@@ -28,15 +28,27 @@ fn config(node_id: u32, peer: (u32, SocketAddr)) -> TransportConfig {
     config
 }
 
-fn pair(rate: u64) -> (Transport, Transport) {
+/// Node 1 (sender) and node 2 (receiver); `recv_rate` throttles node 2's
+/// reads, `send_rate` node 1's sends to node 2.
+fn pair(recv_rate: u64, send_rate: u64) -> (Transport, Transport) {
     let la = TcpListener::bind("127.0.0.1:0").unwrap();
     let lb = TcpListener::bind("127.0.0.1:0").unwrap();
     let (aa, ab) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
-    let a = Transport::with_listener(config(1, (2, ab)), la).unwrap();
+    let mut ca = config(1, (2, ab));
+    ca.fault_data_send_bytes_per_sec = send_rate;
+    ca.fault_data_send_node = Some(2);
+    let a = Transport::with_listener(ca, la).unwrap();
     let mut cb = config(2, (1, aa));
-    cb.fault_data_recv_bytes_per_sec = rate;
+    cb.fault_data_recv_bytes_per_sec = recv_rate;
     let b = Transport::with_listener(cb, lb).unwrap();
     (a, b)
+}
+
+fn floor() -> Duration {
+    // The first frame is free; each later one waits for the previous one's cost.
+    Duration::from_secs_f64(
+        ((FRAMES - 1) * record_bytes(PAYLOAD_BYTES) as u64) as f64 / RATE_BYTES_PER_SEC as f64,
+    )
 }
 
 /// Sends FRAMES appends from `a` to `b` and a heartbeat every loop turn;
@@ -107,12 +119,9 @@ fn transfer(a: &mut Transport, b: &mut Transport) -> (Duration, usize) {
 
 #[test]
 fn a_throttled_data_lane_is_read_at_its_rate_while_heartbeats_flow() {
-    let (mut a, mut b) = pair(RATE_BYTES_PER_SEC);
+    let (mut a, mut b) = pair(RATE_BYTES_PER_SEC, 0);
     let (took, heartbeats) = transfer(&mut a, &mut b);
-    // The first frame is free; each later one waits for the previous one's cost.
-    let floor = Duration::from_secs_f64(
-        ((FRAMES - 1) * record_bytes(PAYLOAD_BYTES) as u64) as f64 / RATE_BYTES_PER_SEC as f64,
-    );
+    let floor = floor();
     assert!(
         took >= floor,
         "{FRAMES} frames in {took:?}, floor {floor:?}"
@@ -127,4 +136,26 @@ fn a_throttled_data_lane_is_read_at_its_rate_while_heartbeats_flow() {
     b.set_fault_data_recv_bytes_per_sec(0);
     let (fast, _) = transfer(&mut a, &mut b);
     assert!(fast < floor / 2, "unthrottled took {fast:?}");
+}
+
+#[test]
+fn a_throttled_sender_holds_data_frames_back_but_not_heartbeats() {
+    let (mut a, mut b) = pair(0, RATE_BYTES_PER_SEC);
+    let (took, heartbeats) = transfer(&mut a, &mut b);
+    let floor = floor();
+    assert!(
+        took >= floor,
+        "{FRAMES} frames in {took:?}, floor {floor:?}"
+    );
+    assert!(
+        heartbeats >= 50,
+        "{heartbeats} heartbeats in {took:?} of throttling"
+    );
+    // The throttle is for node 2 only; lifting it restores full speed.
+    a.set_fault_data_send_bytes_per_sec(RATE_BYTES_PER_SEC, Some(3));
+    let (fast, _) = transfer(&mut a, &mut b);
+    assert!(
+        fast < floor / 2,
+        "a throttle for node 3 slowed node 2: {fast:?}"
+    );
 }
