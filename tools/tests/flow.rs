@@ -463,26 +463,40 @@ fn slow_follower(stall: Duration, rounds: usize, phase: Duration) {
     std::thread::sleep(Duration::from_secs(1)); // warm-up
     let terms: Vec<u64> = (1..=NODES).map(|id| role_term(&cluster, id).1).collect();
 
-    // Healthy and slow phases alternate, so drifting machine noise hits both.
-    // The link to node SLOW crawls as the leader sees it: its data lane
-    // sends at most CRAWL_BYTES_PER_SEC (heartbeats are not throttled).
+    // Healthy and slow phases alternate, in ABBA order (healthy first in
+    // even rounds, slow first in odd ones) so a load drifting on the shared
+    // machine biases neither; each round gives one slow/healthy ratio and
+    // their median is compared. The link to node SLOW crawls as the leader
+    // sees it: its data lane sends at most CRAWL_BYTES_PER_SEC (heartbeats
+    // are not throttled).
     let crawl = format!("peer-send-bytes-per-sec={CRAWL_BYTES_PER_SEC},peer-send-to={SLOW}");
     let (mut healthy, mut slow) = (Vec::new(), Vec::new());
     let (rss_before, budget) = memory(&cluster, LEADER);
     let watcher = Watcher::start(&cluster, LEADER);
-    for _ in 0..rounds {
-        wait_caught_up(&cluster);
-        healthy.push(load.measure(phase));
+    let slow_phase = || {
         debug_fault(&cluster, LEADER, &crawl);
-        slow.push(load.measure(phase));
+        let rate = load.measure(phase);
         debug_fault(&cluster, LEADER, "off");
+        rate
+    };
+    for round in 0..rounds {
+        wait_caught_up(&cluster);
+        if round % 2 == 0 {
+            healthy.push(load.measure(phase));
+            slow.push(slow_phase());
+        } else {
+            slow.push(slow_phase());
+            wait_caught_up(&cluster);
+            healthy.push(load.measure(phase));
+        }
     }
+    let ratios: Vec<f64> = slow.iter().zip(&healthy).map(|(s, h)| s / h).collect();
+    let ratio = median(ratios.clone());
     let (healthy_median, slow_median) = (median(healthy.clone()), median(slow.clone()));
-    let ratio = slow_median / healthy_median;
     eprintln!(
         "throughput (acked SET/s): healthy {healthy:.0?} median {healthy_median:.0}; \
          node {SLOW} crawling at {CRAWL_BYTES_PER_SEC} B/s {slow:.0?} median {slow_median:.0}; \
-         ratio {ratio:.3}"
+         per-round ratios {ratios:.3?}, median {ratio:.3}"
     );
 
     // A long stall under the same load (the link passes nothing more): the
