@@ -53,6 +53,22 @@ pub struct TransportConfig {
     /// Shared cluster secret: when set, both sides of every connection prove
     /// they know it (HMAC-SHA256 challenge in the handshake). Off by default.
     pub secret: Option<[u8; 32]>,
+    /// TESTING ONLY (fault injection): read at most this many bytes per
+    /// second from each peer's inbound data lane (0: no limit, the default).
+    /// Frames already read are not held back; the lane simply is not read
+    /// until the budget allows, so TCP backpressure slows the sender as a
+    /// slow link would. Control lanes (heartbeats, votes, acks) are never
+    /// throttled: this is how an overloaded node keeps its heartbeats.
+    pub fault_data_recv_bytes_per_sec: u64,
+    /// TESTING ONLY (fault injection): send at most this many bytes per
+    /// second on the data lane to the peer `fault_data_send_node` (every
+    /// peer if None); 0: no limit, the default. While the budget is spent
+    /// [`Transport::data_send_ready`](crate::Transport::data_send_ready) is
+    /// false, as when a slow link's socket buffer is full. Control lanes are
+    /// never throttled.
+    pub fault_data_send_bytes_per_sec: u64,
+    /// The peer node the send throttle applies to (None: all).
+    pub fault_data_send_node: Option<u32>,
 }
 
 impl TransportConfig {
@@ -73,6 +89,9 @@ impl TransportConfig {
             reconnect_delay_max: Duration::from_secs(1),
             spin_before_park: Duration::ZERO,
             secret: None,
+            fault_data_recv_bytes_per_sec: 0,
+            fault_data_send_bytes_per_sec: 0,
+            fault_data_send_node: None,
         }
     }
 

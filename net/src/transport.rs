@@ -266,6 +266,12 @@ pub struct Transport {
     /// Peer whose inbound control lane `next_control` looks at first, so one
     /// chatty peer cannot starve the others.
     next_control_peer: usize,
+    /// Fault hook (`fault_data_recv_bytes_per_sec`): per peer, the data lane
+    /// is not read before this instant.
+    data_recv_resume_at: Vec<Option<Instant>>,
+    /// Fault hook (`fault_data_send_bytes_per_sec`): per peer, no data frame
+    /// is sent before this instant.
+    data_send_resume_at: Vec<Option<Instant>>,
     counters: Counters,
     _not_send: std::marker::PhantomData<*const ()>,
 }
@@ -368,9 +374,58 @@ impl Transport {
             listener_armed: false,
             listener_readable: true,
             next_control_peer: 0,
+            data_recv_resume_at: vec![None; peers],
+            data_send_resume_at: vec![None; peers],
             counters: Counters::default(),
             _not_send: std::marker::PhantomData,
         })
+    }
+
+    /// Bytes of buffers a transport with `config` allocates at start-up
+    /// (connection inboxes and outboxes; see the slot layout), for memory
+    /// budgets. Sockets' kernel buffers are not counted.
+    pub fn buffer_bytes(config: &TransportConfig) -> usize {
+        let handshake = 2 * CONTROL_FRAME_BYTES_MAX;
+        let control_out = CONTROL_KINDS.len() * CONTROL_FRAME_BYTES_MAX;
+        let per_peer = (handshake + control_out)
+            + (handshake + config.frame_bytes_max)
+            + (config.control_buffer_bytes + handshake)
+            + (handshake + handshake);
+        let control_slots = CONTROL_KINDS.len() * std::mem::size_of::<Option<Message>>();
+        config.peers.len() * (per_peer + control_slots)
+            + config.pending_connections_max * 2 * handshake
+    }
+
+    /// TESTING ONLY: changes [`TransportConfig::fault_data_recv_bytes_per_sec`]
+    /// while running (0 lifts the limit at once).
+    pub fn set_fault_data_recv_bytes_per_sec(&mut self, bytes_per_sec: u64) {
+        self.config.fault_data_recv_bytes_per_sec = bytes_per_sec;
+        if bytes_per_sec == 0 {
+            self.data_recv_resume_at.fill(None);
+        }
+    }
+
+    /// TESTING ONLY: changes [`TransportConfig::fault_data_send_bytes_per_sec`]
+    /// and the peer node it applies to (None: all) while running.
+    pub fn set_fault_data_send_bytes_per_sec(&mut self, bytes_per_sec: u64, node: Option<u32>) {
+        self.config.fault_data_send_bytes_per_sec = bytes_per_sec;
+        self.config.fault_data_send_node = node;
+        self.data_send_resume_at.fill(None);
+    }
+
+    /// Charges a received data frame to the throttle (fault hook only).
+    fn throttle_data_recv(&mut self, peer: usize, bytes: usize) {
+        let rate = self.config.fault_data_recv_bytes_per_sec;
+        charge(&mut self.data_recv_resume_at[peer], rate, bytes);
+    }
+
+    /// Charges a sent data frame to the throttle (fault hook only).
+    fn throttle_data_send(&mut self, peer: usize, bytes: usize) {
+        let node = self.config.peers[peer].node_id;
+        if self.config.fault_data_send_node.is_none_or(|n| n == node) {
+            let rate = self.config.fault_data_send_bytes_per_sec;
+            charge(&mut self.data_send_resume_at[peer], rate, bytes);
+        }
     }
 
     /// The address the listener is bound to (the port, if 0 was asked).
@@ -467,7 +522,9 @@ impl Transport {
     /// frame fully handed to the kernel.
     pub fn data_send_ready(&self, peer: usize) -> bool {
         let conn = &self.conns[Self::slot(peer, OUT_DATA)];
-        conn.phase == Phase::Up && conn.outbox_empty()
+        conn.phase == Phase::Up
+            && conn.outbox_empty()
+            && self.data_send_resume_at[peer].is_none_or(|at| Instant::now() >= at)
     }
 
     /// Sends an AppendEntries whose records are the concatenation of
@@ -535,8 +592,10 @@ impl Transport {
             iov_storage[1 + i] = IoSlice::new(s);
         }
         let mut iov = &mut iov_storage[..1 + slices.len()];
-        let stream = conn.stream.as_mut().expect("an up connection has a stream");
         let total = header_bytes + payload_bytes;
+        self.throttle_data_send(peer, total);
+        let conn = &mut self.conns[slot];
+        let stream = conn.stream.as_mut().expect("an up connection has a stream");
         let mut written = 0;
         while written < total {
             match stream.write_vectored(iov) {
@@ -619,7 +678,9 @@ impl Transport {
     /// [`recv_data`](Self::recv_data)).
     pub fn data_ready(&self, peer: usize) -> bool {
         let conn = &self.conns[Self::slot(peer, IN_DATA)];
-        conn.phase == Phase::Up && conn.readable
+        conn.phase == Phase::Up
+            && conn.readable
+            && self.data_recv_resume_at[peer].is_none_or(|at| Instant::now() >= at)
     }
 
     /// The data frame now arriving on `peer`'s lane once its header and
@@ -775,6 +836,7 @@ impl Transport {
         }
         conn.data = DataReader::default();
         conn.inbox_start = 0;
+        self.throttle_data_recv(peer, header.head_frame_bytes() + needed);
         self.finish_data_frame(slot, message, &dst[..needed])
     }
 
@@ -1291,6 +1353,18 @@ impl Transport {
 /// failure, capped at `max`, then scaled into [50%, 100%] by `unit` (a
 /// random number in [0, 1)) so peers restarted together do not dial in
 /// lockstep.
+/// Moves a throttle's resume time `bytes / rate` later (from now if it
+/// passed); a rate of 0 means no throttle.
+fn charge(resume_at: &mut Option<Instant>, rate: u64, bytes: usize) {
+    if rate == 0 {
+        *resume_at = None;
+        return;
+    }
+    let now = Instant::now();
+    let from = resume_at.map_or(now, |at| at.max(now));
+    *resume_at = Some(from + Duration::from_secs_f64(bytes as f64 / rate as f64));
+}
+
 fn backoff_delay(min: Duration, max: Duration, failures: u32, unit: f64) -> Duration {
     let doubled = min.saturating_mul(1u32 << failures.min(20));
     doubled.min(max).mul_f64(0.5 + unit / 2.0)

@@ -3,8 +3,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
+use ringraft_engine::shard::{Faults, MemoryBudget, NodeConfig, ShardShared};
+use ringraft_tools::service::kv::RESPONSE_BYTES_MAX;
+use ringraft_tools::service::process;
+use ringraft_tools::service::resp::Limits;
 
 use crate::server::{self, ServerConfig};
 
@@ -80,6 +85,94 @@ pub struct ServeArgs {
     /// be lost on power failure.
     #[arg(long, value_enum, default_value = "fsync")]
     pub durability: Durability,
+    /// WAL ring memory per shard, MiB (a power of two, at most half of
+    /// --wal-mib); default: half the file, at most 64 MiB.
+    #[arg(long)]
+    pub ring_mib: Option<u64>,
+    /// Print the itemized worst-case memory budget of this configuration
+    /// and exit without starting.
+    #[arg(long)]
+    pub print_budget: bool,
+    /// TESTING ONLY (fault injection, never in production): slow every WAL
+    /// write by N microseconds (`flush-delay-us=N`) and/or read at most N
+    /// bytes/s from each peer's data lane (`peer-bytes-per-sec=N`; control
+    /// lanes are not throttled). Repeatable or comma-separated; 0 turns one off.
+    #[arg(long, value_name = "SETTING=N")]
+    pub fault: Vec<String>,
+    /// TESTING ONLY: accept `DEBUG FAULT <settings>` from clients, to change
+    /// the fault hooks while running.
+    #[arg(long)]
+    pub enable_debug_fault: bool,
+}
+
+/// The node configuration `serve` runs with (also what `--print-budget` reports).
+pub fn node_config(config: &ServerConfig) -> NodeConfig {
+    let mut node_config = NodeConfig::new(
+        config.id,
+        config.peers.clone(),
+        config.shards,
+        config.data_dir.clone(),
+    );
+    node_config.cluster_id = config.cluster_id;
+    node_config.pin_cores = config.pin_cores;
+    node_config.first_core = config.first_core;
+    node_config.wal.capacity_bytes = config.wal_capacity_bytes;
+    // Ring memory: half the file up to 64 MiB; writes in flight: at most
+    // half the ring (the WAL's rule), at most 8 MiB.
+    node_config.wal.ring_bytes = config
+        .ring_bytes
+        .unwrap_or((config.wal_capacity_bytes / 2).min(64 << 20));
+    node_config.wal.inflight_bytes_max = (node_config.wal.ring_bytes / 2 - 4096).min(8 << 20);
+    node_config.wal.tuning.sync_writes = config.durability == Durability::Fsync;
+    node_config.bounds.uncommitted_bytes_max = config.uncommitted_bytes_max;
+    node_config.bounds.admission_timeout = config.admission_timeout;
+    node_config.faults = config.faults;
+    node_config
+}
+
+/// The node's budget (every shard) plus the client connections' buffers.
+pub fn memory_budget(config: &ServerConfig, node: &NodeConfig) -> MemoryBudget {
+    let mut budget = MemoryBudget::for_node(node, RESPONSE_BYTES_MAX);
+    budget.push(
+        format!("clients (connections_max {})", config.connections_max),
+        server::frontend::budget_items(
+            config.connections_max,
+            config.shards,
+            config.pipeline_max,
+            server::frontend::out_bytes(node),
+            Limits::default(),
+        ),
+    );
+    budget
+}
+
+/// What INFO and DEBUG FAULT read without a shard (see `service::process`).
+pub fn register_process_hooks(
+    shards: Vec<Arc<ShardShared>>,
+    config: &ServerConfig,
+    budget: &MemoryBudget,
+) {
+    process::set_memory_budget_bytes(budget.total_bytes());
+    log::info!(
+        "memory budget {} MiB (worst case; `ringraft serve --print-budget` itemizes it)",
+        budget.total_bytes() >> 20
+    );
+    if config.faults.any() {
+        log::warn!("TESTING fault hooks on: {}", config.faults);
+    }
+    if config.enable_debug_fault {
+        log::warn!("TESTING: DEBUG FAULT is enabled");
+        process::enable_debug_fault(move |settings| {
+            let mut faults = shards
+                .first()
+                .map_or_else(Faults::default, |s| s.faults.get());
+            faults.apply_settings(settings)?;
+            for shard in &shards {
+                shard.faults.set(faults);
+            }
+            Ok(faults)
+        });
+    }
 }
 
 /// Runs the server until it fails.
@@ -98,6 +191,13 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut faults = Faults::default();
+    for setting in &args.fault {
+        if let Err(error) = faults.apply_settings(setting) {
+            eprintln!("ringraft serve: --fault: {error}");
+            return ExitCode::from(2);
+        }
+    }
     let config = ServerConfig {
         id: args.id,
         data_dir: args.data_dir,
@@ -113,7 +213,23 @@ pub fn run(args: ServeArgs) -> ExitCode {
         pin_cores: !args.no_pin,
         first_core: args.first_core,
         durability: args.durability,
+        faults,
+        enable_debug_fault: args.enable_debug_fault,
+        ring_bytes: args.ring_mib.map(|mib| mib << 20),
     };
+    if let Some(ring) = config.ring_bytes
+        && (ring < 4 << 20 || !ring.is_power_of_two() || ring > config.wal_capacity_bytes / 2)
+    {
+        eprintln!(
+            "ringraft serve: --ring-mib must be a power of two, at least 4, at most half --wal-mib"
+        );
+        return ExitCode::from(2);
+    }
+    if args.print_budget {
+        let budget = memory_budget(&config, &node_config(&config));
+        println!("{budget}");
+        return ExitCode::SUCCESS;
+    }
     match server::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -11,10 +11,24 @@
 //! issues `WriteFixed` (or `Write` when the buffer could not be registered)
 //! with `RWF_DSYNC` (unless `Tuning::sync_writes` is off) and reports
 //! completions.
+//!
+//! Testing-only fault hook (`Tuning::fault_flush_delay`): each write is
+//! followed by a linked io_uring `Timeout` of that delay, and the slot only
+//! counts as done when the timer's completion arrives. The kernel holds the
+//! IO back, so the shard loop never blocks: it wakes on the completion
+//! eventfd when the timer fires, exactly as for a slow disk.
+//!
+//! ```text
+//!  SQE  WriteFixed  user_data = slot          flags = IO_LINK
+//!  SQE  Timeout     user_data = slot | TIMER  starts when the write completes
+//!  CQE  write  → slot.result          CQE  timer (-ETIME / -ECANCELED) → slot.done
+//! ```
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use io_uring::{IoUring, opcode, types};
+use std::time::Duration;
+
+use io_uring::{IoUring, opcode, squeue, types};
 
 use crate::IoId;
 use crate::error::{Result, WalError};
@@ -34,7 +48,16 @@ pub(crate) struct IoSlot {
     pub(crate) len_bytes: u32,
     /// Completion result (bytes written or -errno).
     pub(crate) result: i32,
+    /// A fault-delay timer is linked after the write: done only when it fires.
+    pub(crate) delayed: bool,
+    /// The write's own completion arrived (`result` is set).
+    pub(crate) written: bool,
+    /// The linked timer's completion arrived.
+    pub(crate) timer_fired: bool,
 }
+
+/// `user_data` bit marking the completion of a fault-delay timer.
+const TIMER_BIT: u64 = 1 << 63;
 
 /// The submission side and slot bookkeeping.
 pub(crate) struct Flusher {
@@ -49,6 +72,10 @@ pub(crate) struct Flusher {
     eventfd: OwnedFd,
     /// `rw_flags` of every write: `RWF_DSYNC`, or 0 when `sync_writes` is off.
     rw_flags: i32,
+    /// Testing-only delay added after each write (see the module docs).
+    /// Boxed: the kernel reads the timespec when the SQE is submitted, so
+    /// its address must not move with the Flusher in between.
+    delay: Option<Box<types::Timespec>>,
 }
 
 impl std::fmt::Debug for Flusher {
@@ -58,6 +85,7 @@ impl std::fmt::Debug for Flusher {
             .field("dsync", &(self.rw_flags != 0))
             .field("in_flight", &self.order_len)
             .field("ios_max", &self.slots.len())
+            .field("fault_delay", &self.delay.is_some())
             .finish()
     }
 }
@@ -72,8 +100,9 @@ impl Flusher {
         register: bool,
         sync_writes: bool,
     ) -> Result<(Flusher, Option<std::io::Error>)> {
-        assert!(ios_max > 0 && ios_max <= u16::MAX as usize);
-        let entries = (ios_max as u32).next_power_of_two().max(4);
+        assert!(ios_max > 0 && ios_max <= u16::MAX as usize / 2);
+        // Two SQEs per write when the fault delay links a timer after it.
+        let entries = (2 * ios_max as u32).next_power_of_two().max(4);
         let uring = IoUring::new(entries).map_err(|e| WalError::io("io_uring setup", e))?;
         // SAFETY: plain syscall, no pointers.
         let raw_eventfd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
@@ -113,8 +142,15 @@ impl Flusher {
             order_len: 0,
             eventfd,
             rw_flags: if sync_writes { libc::RWF_DSYNC } else { 0 },
+            delay: None,
         };
         Ok((flusher, refusal))
+    }
+
+    /// Testing only: hold every later write's completion back by `delay`
+    /// (zero: off). Writes already in flight keep what they were issued with.
+    pub(crate) fn set_fault_delay(&mut self, delay: Duration) {
+        self.delay = (!delay.is_zero()).then(|| Box::new(types::Timespec::from(delay)));
     }
 
     pub(crate) fn is_fixed(&self) -> bool {
@@ -161,15 +197,32 @@ impl Flusher {
                 .build()
         }
         .user_data(slot_index as u64);
+        let delayed = self.delay.is_some();
+        let entry = if delayed {
+            entry.flags(squeue::Flags::IO_LINK)
+        } else {
+            entry
+        };
         // SAFETY: the buffer lies in ring memory that outlives the IO (the Wal
         // waits for every in-flight IO before dropping), and the Wal never
         // writes an in-flight range (see `Wal::room_for`).
         let pushed = unsafe { self.uring.submission().push(&entry) };
-        pushed.expect("submission queue holds flush_ios_max entries");
+        pushed.expect("submission queue holds 2 * flush_ios_max entries");
+        if let Some(delay) = &self.delay {
+            let timer = opcode::Timeout::new(&raw const **delay)
+                .build()
+                .user_data(slot_index as u64 | TIMER_BIT);
+            // SAFETY: the timespec is boxed in `self.delay` and read by the
+            // kernel when this SQE is submitted (the caller submits before
+            // the delay can change); the Timeout references no other memory.
+            let pushed = unsafe { self.uring.submission().push(&timer) };
+            pushed.expect("submission queue holds 2 * flush_ios_max entries");
+        }
         self.slots[slot_index] = IoSlot {
             in_use: true,
             done: false,
             len_bytes: len,
+            delayed,
             ..slot
         };
         let tail = (self.order_head + self.order_len) % self.order.len();
@@ -195,11 +248,22 @@ impl Flusher {
     pub(crate) fn reap(&mut self) -> usize {
         let mut seen = 0;
         for entry in self.uring.completion() {
-            let slot = &mut self.slots[entry.user_data() as usize];
+            let data = entry.user_data();
+            let slot = &mut self.slots[(data & !TIMER_BIT) as usize];
             assert!(slot.in_use && !slot.done, "completion for an idle slot");
-            slot.done = true;
-            slot.result = entry.result();
-            seen += 1;
+            if data & TIMER_BIT != 0 {
+                // The fault delay ran out (-ETIME), or the write failed and
+                // the kernel cancelled the linked timer (-ECANCELED): either
+                // way only the write's own result counts.
+                assert!(slot.delayed && !slot.timer_fired, "a timer nobody linked");
+                slot.timer_fired = true;
+            } else {
+                assert!(!slot.written, "two completions for one write");
+                slot.written = true;
+                slot.result = entry.result();
+                seen += 1;
+            }
+            slot.done = slot.written && (slot.timer_fired || !slot.delayed);
         }
         seen
     }

@@ -68,6 +68,12 @@ pub struct Tuning {
     /// and dropping a writable WAL issues one `fdatasync`, so a clean close
     /// is durable in both modes.
     pub sync_writes: bool,
+    /// TESTING ONLY (fault injection): every log write completes this much
+    /// later than the disk says, as if the disk were slow (zero: off, the
+    /// default). The delay is an io_uring timer linked after the write, so
+    /// the caller's loop never blocks on it. Also settable while running
+    /// with [`Wal::set_fault_flush_delay`].
+    pub fault_flush_delay: std::time::Duration,
 }
 
 impl Default for Tuning {
@@ -81,6 +87,7 @@ impl Default for Tuning {
             register_buffer: true,
             watermark_waiters_max: 16,
             sync_writes: true,
+            fault_flush_delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -414,13 +421,14 @@ impl Wal {
             });
         }
         let memory = AlignedMemory::new(superblock.ring_bytes as usize, "ring memory")?;
-        let (flusher, refusal) = Flusher::new(
+        let (mut flusher, refusal) = Flusher::new(
             tuning.flush_ios_max,
             memory.as_ptr(),
             memory.len(),
             tuning.register_buffer && !options.read_only,
             tuning.sync_writes,
         )?;
+        flusher.set_fault_delay(tuning.fault_flush_delay);
         if let Some(reason) = refusal {
             // Logged once per WAL: writes still go straight from ring memory.
             eprintln!(
@@ -603,6 +611,13 @@ impl Wal {
     /// Writes in flight.
     pub fn flush_in_flight(&self) -> usize {
         self.flusher.in_flight()
+    }
+
+    /// TESTING ONLY: see [`Tuning::fault_flush_delay`]. Applies to writes
+    /// submitted from now on.
+    pub fn set_fault_flush_delay(&mut self, delay: std::time::Duration) {
+        self.tuning.fault_flush_delay = delay;
+        self.flusher.set_fault_delay(delay);
     }
 
     pub(crate) fn check_writable(&self) -> Result<()> {

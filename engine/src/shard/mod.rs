@@ -12,7 +12,11 @@
 //! | `snapshot.rs` | log compaction: snapshot files, build, send, install (a child of `runtime`) |
 //! | `node.rs` | the library API: start, propose, read_index, status, stop |
 //! | `membership.rs` | the node id, voters and shard count a data directory belongs to |
+//! | `budget.rs` | the worst-case memory of a node, itemized from its configuration |
+//! | `fault.rs` | TESTING ONLY: slow-disk and slow-link fault hooks |
 
+pub mod budget;
+pub mod fault;
 pub mod frontend;
 pub mod mailbox;
 pub mod membership;
@@ -21,6 +25,8 @@ pub mod runtime;
 pub mod state_machine;
 pub mod wire;
 
+pub use budget::{BudgetItem, MemoryBudget};
+pub use fault::{FaultParseError, FaultSwitch, Faults};
 pub use frontend::{Frontend, FrontendContext, FrontendFactory, ShardRequests};
 pub use mailbox::{CallError, Notifier, Outcome, RequestKind, Ticket};
 pub use node::{Node, NodeConfig, NodeError, RequestError};

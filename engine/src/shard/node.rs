@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use ringraft_wal::CreateOptions;
 
+use super::fault::Faults;
 use super::frontend::{FrontendContext, FrontendFactory};
 use super::mailbox::{CallError, Outcome, RequestKind};
 use super::membership::{self, Membership, MembershipCheck, MembershipError};
@@ -65,6 +66,9 @@ pub struct NodeConfig {
     pub spread_leaders: bool,
     /// When each shard compacts its log into `shard-<i>.snap`.
     pub snapshot: SnapshotConfig,
+    /// TESTING ONLY: fault hooks (slow WAL writes, throttled peer data
+    /// lanes), all off by default; see [`super::fault`].
+    pub faults: Faults,
 }
 
 impl NodeConfig {
@@ -107,6 +111,7 @@ impl NodeConfig {
             first_core: 0,
             spread_leaders: true,
             snapshot: SnapshotConfig::default(),
+            faults: Faults::default(),
         }
     }
 }
@@ -354,6 +359,9 @@ impl Node {
                     .then(|| voters[shard as usize % voters.len()]),
                 snapshot: config.snapshot,
             };
+            if config.faults.any() {
+                shared.faults.set(config.faults);
+            }
             // On error, `node` drops and stops the shards already running.
             let maker = factory.clone().map(|factory| {
                 let context = FrontendContext {
@@ -432,6 +440,28 @@ impl Node {
         reply: &mut Vec<u8>,
     ) -> Result<(), RequestError> {
         self.call(shard, RequestKind::Read, request, reply)
+    }
+
+    /// TESTING ONLY: runs every shard with `faults` from its next tick on
+    /// (see [`super::fault`]); `Faults::default()` turns them off.
+    pub fn set_faults(&self, faults: Faults) {
+        for s in &self.shards {
+            s.shared.faults.set(faults);
+        }
+    }
+
+    /// Every shard's shared state (status, mailbox, fault switch), for a
+    /// handle that must outlive a borrow of the node (the testing-only
+    /// `DEBUG FAULT` command of `ringraft serve`).
+    pub fn shared_states(&self) -> Vec<Arc<ShardShared>> {
+        self.shards.iter().map(|s| s.shared.clone()).collect()
+    }
+
+    /// The fault hooks asked for (see [`Node::set_faults`]).
+    pub fn faults(&self) -> Faults {
+        self.shards
+            .first()
+            .map_or(Faults::default(), |s| s.shared.faults.get())
     }
 
     /// The leader of group `shard` as this node knows it.

@@ -231,6 +231,8 @@ pub struct ShardShared {
     pub leader: AtomicU64,
     /// Ask the loop to end.
     pub stop: AtomicBool,
+    /// TESTING ONLY: fault hooks, applied by the loop at its next tick.
+    pub faults: super::fault::FaultSwitch,
 }
 
 impl ShardShared {
@@ -271,6 +273,7 @@ impl ShardShared {
             }),
             leader: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            faults: super::fault::FaultSwitch::default(),
         })
     }
 
@@ -662,6 +665,10 @@ impl<S: StateMachine> Shard<S> {
                     self.next_tick = now + self.tick;
                 }
                 self.maybe_transfer_leadership(now);
+                if let Some(faults) = self.shared.faults.take_change() {
+                    log::warn!("shard {}: TESTING fault hooks now {faults}", self.shard);
+                    faults.apply(&mut self.wal, &mut self.transport);
+                }
             }
             self.transport
                 .poll(Duration::ZERO)
@@ -945,13 +952,21 @@ impl<S: StateMachine> Shard<S> {
                 let Some(append) = self.deferred[peer].pop_front() else {
                     break;
                 };
-                self.send_append(peer, append)?;
+                if let Some(rest) = self.send_append(peer, append)? {
+                    // Room: one was just popped.
+                    self.deferred[peer].push_front(rest);
+                }
             }
         }
         Ok(())
     }
 
-    fn send_append(&mut self, peer: usize, append: Append) -> Result<(), ShardError> {
+    /// Sends what one read of the WAL gives of `append` (ring memory, or
+    /// the bounded file read buffer once the entries left the ring; a read
+    /// stops at a ring segment's end too). Returns the rest, if the read
+    /// fell short, to be sent next as its own append: the follower then sees
+    /// contiguous runs and the window the core counted is really sent.
+    fn send_append(&mut self, peer: usize, append: Append) -> Result<Option<Append>, ShardError> {
         let head = AppendEntries {
             term: append.term,
             prev_term: append.prev.term,
@@ -959,6 +974,7 @@ impl<S: StateMachine> Shard<S> {
             leader_commit: append.commit,
         };
         let shard = self.shard;
+        let mut rest = None;
         let result = if append.last == append.prev.index {
             self.transport.send_append(peer, head, &[])
         } else {
@@ -969,19 +985,29 @@ impl<S: StateMachine> Shard<S> {
                         "shard {shard}: cannot read entries after {} to send: {error}",
                         append.prev
                     );
-                    return Ok(());
+                    return Ok(None);
                 }
             };
             let bytes = view.bytes();
             let (start, end) = run_range(bytes, append.prev.index + 1, append.last);
+            let got = view.last();
+            if got.index < append.last && !view.is_empty() {
+                rest = Some(Append {
+                    prev: got,
+                    ..append
+                });
+            }
             self.transport
                 .send_append(peer, head, &[&bytes[start..end]])
         };
-        if let Err(error) = result {
-            // Not connected or busy: the core notices the missing ack and resends.
-            log::debug!("shard {shard}: append to peer {peer} not sent: {error}");
+        match result {
+            Ok(()) => Ok(rest),
+            Err(error) => {
+                // Not connected or busy: the core notices the missing ack and resends.
+                log::debug!("shard {shard}: append to peer {peer} not sent: {error}");
+                Ok(None)
+            }
         }
-        Ok(())
     }
 
     fn apply(&mut self) -> Result<(), ShardError> {

@@ -30,6 +30,7 @@
 //! `out_pause_bytes` before commands stop being taken, epoll events per
 //! turn ≤ `EVENTS_MAX`.
 
+use ringraft_engine::shard::BudgetItem;
 use std::collections::VecDeque;
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -235,6 +236,7 @@ impl ClientService {
             active: Vec::with_capacity(slots_max),
             touched: Vec::with_capacity(slots_max),
             dirty: Vec::with_capacity(slots_max),
+            // Sized as `budget_items` counts it.
             payload: vec![0; config.limits.command_bytes_max + 4096].into_boxed_slice(),
             routing,
             statuses: Vec::new(),
@@ -833,4 +835,54 @@ impl Frontend<Kv> for ClientService {
         self.dirty.clear();
         !self.touched.is_empty()
     }
+}
+
+/// A connection's reply buffer: the largest read reply (it comes whole out
+/// of a mailbox slot) and room for the small replies pipelined around it.
+pub fn out_bytes(node: &ringraft_engine::shard::NodeConfig) -> usize {
+    node.read_reply_bytes_max + (64 << 10)
+}
+
+/// The client side of the memory budget: every connection slot with its
+/// buffers (at most `connections_max` open on the node, wherever accepted),
+/// and each shard's service tables.
+pub fn budget_items(
+    connections_max: usize,
+    shards: u32,
+    pipeline_max: usize,
+    out_bytes: usize,
+    limits: Limits,
+) -> Vec<BudgetItem> {
+    let n = connections_max as u64;
+    let slot_bytes = std::mem::size_of::<Connection>() + 4 * std::mem::size_of::<u32>();
+    vec![
+        BudgetItem {
+            name: "client input buffers (command_bytes_max)",
+            count: n,
+            unit_bytes: limits.command_bytes_max as u64,
+        },
+        BudgetItem {
+            name: "client reply buffers (read_reply_bytes_max + 64 KiB)",
+            count: n,
+            unit_bytes: out_bytes as u64,
+        },
+        BudgetItem {
+            name: "client pipelines (pipeline_max pending replies)",
+            count: n,
+            unit_bytes: (pipeline_max * std::mem::size_of::<Pending>()) as u64,
+        },
+        BudgetItem {
+            name: "client slot tables (connections_max slots per shard)",
+            count: u64::from(shards) * n,
+            unit_bytes: slot_bytes as u64,
+        },
+        BudgetItem {
+            name: "client service buffers per shard (payload, epoll events)",
+            count: u64::from(shards),
+            unit_bytes: (limits.command_bytes_max
+                + 4096
+                + EVENTS_MAX * std::mem::size_of::<libc::epoll_event>())
+                as u64,
+        },
+    ]
 }

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use crate::serve::Durability;
 use frontend::{ClientService, ServiceConfig};
-use ringraft_engine::shard::{Frontend, FrontendFactory, Node, NodeConfig, NodeError};
+use ringraft_engine::shard::{Frontend, FrontendFactory, Node, NodeError};
 use ringraft_tools::service::kv::{Kv, KvConfig};
 use ringraft_tools::service::resp::Limits;
 use ringraft_tools::service::slots::{NodeAddr, RoutingTable};
@@ -66,6 +66,12 @@ pub struct ServerConfig {
     pub first_core: usize,
     /// Whether log writes wait for stable storage (`--durability`).
     pub durability: Durability,
+    /// TESTING ONLY: fault hooks (`--fault`) and `DEBUG FAULT` (`--enable-debug-fault`).
+    pub faults: ringraft_engine::shard::Faults,
+    /// TESTING ONLY: answer `DEBUG FAULT`.
+    pub enable_debug_fault: bool,
+    /// Ring memory per shard (`--ring-mib`); None: half the file, at most 64 MiB.
+    pub ring_bytes: Option<u64>,
 }
 
 /// Why the server could not start.
@@ -218,23 +224,8 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
             address: config.client_addr,
             source,
         })?;
-    let mut node_config = NodeConfig::new(
-        config.id,
-        config.peers.clone(),
-        config.shards,
-        config.data_dir.clone(),
-    );
-    node_config.cluster_id = config.cluster_id;
-    node_config.pin_cores = config.pin_cores;
-    node_config.first_core = config.first_core;
-    node_config.wal.capacity_bytes = config.wal_capacity_bytes;
-    // Ring memory: half the file up to 64 MiB; writes in flight: at most
-    // half the ring (the WAL's rule), at most 8 MiB.
-    node_config.wal.ring_bytes = (config.wal_capacity_bytes / 2).min(64 << 20);
-    node_config.wal.inflight_bytes_max = (node_config.wal.ring_bytes / 2 - 4096).min(8 << 20);
-    node_config.wal.tuning.sync_writes = config.durability == Durability::Fsync;
-    node_config.bounds.uncommitted_bytes_max = config.uncommitted_bytes_max;
-    node_config.bounds.admission_timeout = config.admission_timeout;
+    let node_config = crate::serve::node_config(&config);
+    let budget = crate::serve::memory_budget(&config, &node_config);
     let limits = Limits::default();
     let service = Arc::new(ServiceConfig {
         routing,
@@ -242,8 +233,7 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
         fsync: config.durability == Durability::Fsync,
         limits,
         pipeline_max: config.pipeline_max,
-        // The largest read reply comes whole out of a mailbox slot.
-        out_bytes: node_config.read_reply_bytes_max + (64 << 10),
+        out_bytes: frontend::out_bytes(&node_config),
         out_pause_bytes: 256 << 10,
         connections_max: config.connections_max,
         open: AtomicUsize::new(0),
@@ -271,6 +261,7 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
              acknowledged writes may be lost on power failure"
         );
     }
+    crate::serve::register_process_hooks(node.shared_states(), &config, &budget);
     Ok(RunningServer { node, client_addr })
 }
 

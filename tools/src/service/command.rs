@@ -245,6 +245,11 @@ fn dispatch_unchecked<S: RespSink>(
     out: &mut S,
 ) -> Result<Action, ResponseTooLarge> {
     let name = command.name();
+    if name.eq_ignore_ascii_case(b"DEBUG") {
+        // Testing only and not listed by COMMAND (see `process.rs`).
+        debug(command, out)?;
+        return Ok(Action::Replied);
+    }
     let Some(spec) = COMMANDS
         .iter()
         .find(|spec| spec.name.as_bytes().eq_ignore_ascii_case(name))
@@ -627,6 +632,24 @@ pub(super) fn bulk_text<S: RespSink>(
     let _ = body(&mut text);
     text.finish()?;
     out.put(b"\r\n")
+}
+
+/// TESTING ONLY: `DEBUG FAULT <setting>[,<setting>...]` (settings as for
+/// `ringraft serve --fault`, or `off`) changes this node's fault hooks and
+/// answers with those now in force; enabled only by `serve --enable-debug-fault`.
+fn debug<S: RespSink>(command: &Command<'_>, out: &mut S) -> Result<(), ResponseTooLarge> {
+    if command.len() != 3 || !command.arg(1).eq_ignore_ascii_case(b"FAULT") {
+        return out.error(b"ERR only DEBUG FAULT <settings> is supported (testing only)");
+    }
+    let Ok(settings) = std::str::from_utf8(command.arg(2)) else {
+        return out.error(b"ERR DEBUG FAULT settings must be text");
+    };
+    match super::process::debug_fault(settings) {
+        None => out.error(b"ERR DEBUG FAULT is disabled (start with --enable-debug-fault)"),
+        Some(Ok(faults)) => bulk_text(out, |text| write!(text, "{faults}")),
+        // Allocates: a testing-only command, off the hot path.
+        Some(Err(error)) => out.error(format!("ERR {error}").as_bytes()),
+    }
 }
 
 /// `COMMAND`, `COMMAND COUNT`, `COMMAND INFO name...`; `COMMAND DOCS` is an

@@ -1,5 +1,6 @@
 //! The INFO reply: `server`, `replication` (one line per local shard and,
-//! on a group's leader, one per peer) and `cluster` sections, as Redis
+//! on a group's leader, one per peer), `memory` (the live RSS beside the
+//! start-up budget it must stay under) and `cluster` sections, as Redis
 //! clients parse them (`key:value` lines, `# Section` headers, CRLF).
 
 use super::cluster::leads_any;
@@ -26,7 +27,7 @@ fn state_name(state: ProgressState) -> &'static str {
     }
 }
 
-const INFO_SECTIONS: [&str; 3] = ["server", "replication", "cluster"];
+const INFO_SECTIONS: [&str; 4] = ["server", "replication", "memory", "cluster"];
 
 pub(super) fn info<S: RespSink>(
     command: &Command<'_>,
@@ -41,7 +42,12 @@ pub(super) fn info<S: RespSink>(
                     .any(|name| name.eq_ignore_ascii_case(arg))
             })
     };
-    let selected: [bool; 3] = INFO_SECTIONS.map(wanted);
+    let selected: [bool; 4] = INFO_SECTIONS.map(wanted);
+    // Read once: the reply's text is produced twice (length, then bytes).
+    let memory = Memory {
+        rss_bytes: super::process::rss_bytes(),
+        budget_bytes: super::process::memory_budget_bytes(),
+    };
     bulk_text(out, |text| {
         let mut first = true;
         for (section, _) in INFO_SECTIONS.iter().zip(selected).filter(|(_, on)| *on) {
@@ -49,15 +55,23 @@ pub(super) fn info<S: RespSink>(
                 text.write_str("\r\n")?;
             }
             first = false;
-            info_section(section, view, text)?;
+            info_section(section, view, memory, text)?;
         }
         Ok(())
     })
 }
 
+/// The figures of `# Memory`.
+#[derive(Debug, Clone, Copy)]
+struct Memory {
+    rss_bytes: u64,
+    budget_bytes: u64,
+}
+
 fn info_section(
     section: &str,
     view: &ServerView<'_>,
+    memory: Memory,
     text: &mut impl std::fmt::Write,
 ) -> std::fmt::Result {
     let me = view.routing.me();
@@ -117,6 +131,15 @@ fn info_section(
                 }
             }
             Ok(())
+        }
+        "memory" => {
+            // `used_memory_rss` as Redis names it; the budget is the
+            // worst case computed at start-up (`serve --print-budget`).
+            write!(
+                text,
+                "# Memory\r\nused_memory_rss:{}\r\nmemory_budget_bytes:{}\r\n",
+                memory.rss_bytes, memory.budget_bytes
+            )
         }
         _ => text.write_str("# Cluster\r\ncluster_enabled:1\r\n"),
     }

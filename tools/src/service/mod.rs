@@ -19,6 +19,7 @@
 //! | `command.rs` | command table, arity, dispatch, errors; COMMAND and CONFIG |
 //! | `cluster.rs` | CLUSTER SLOTS/SHARDS/NODES/INFO/MYID/KEYSLOT |
 //! | `info.rs` | INFO sections |
+//! | `process.rs` | what the server registers once: memory budget, testing-only DEBUG FAULT |
 //! | `kv.rs` | the KV + stream state machine (`StateMachine`) |
 //! | `snapshot.rs` | its snapshot format, chunked build and checked install |
 //! | `stream.rs` | stream ids and one stream's entries |
@@ -83,6 +84,7 @@ pub mod command;
 mod info;
 pub mod kv;
 pub mod payload;
+pub mod process;
 pub mod resp;
 pub mod slots;
 mod snapshot;
