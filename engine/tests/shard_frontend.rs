@@ -124,10 +124,8 @@ fn a_frontend_proposes_on_the_shard_thread_and_gets_each_tag_back_once_in_order(
     config.pin_cores = false;
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills two fds into the local array; checked below.
-    assert_eq!(
-        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) },
-        0
-    );
+    let created = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+    assert_eq!(created, 0);
     // SAFETY: both fds were just created and are owned by nobody else.
     let (read_end, write_end) =
         unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
