@@ -336,3 +336,42 @@ fn a_client_that_stops_reading_is_paused_and_does_not_stall_others() {
     let first = read_replies(&mut greedy, 4).unwrap();
     assert!(first.iter().all(|r| *r == bulk(&big)));
 }
+
+#[test]
+fn connections_past_connections_max_are_refused_and_the_others_served() {
+    let dir = tempfile::tempdir().unwrap();
+    // The readiness probe's connection is closed before the clients come.
+    let server = Server::start(dir.path(), &["--connections-max", "2"]);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut first = server.connect();
+    let mut second = server.connect();
+    for stream in [&mut first, &mut second] {
+        stream.write_all(&command(&[b"PING"])).unwrap();
+        assert_eq!(read_replies(stream, 1).unwrap()[0], b"+PONG\r\n");
+    }
+    let mut third = server.connect();
+    let refused = third
+        .write_all(&command(&[b"PING"]))
+        .and_then(|()| read_replies(&mut third, 1));
+    assert!(
+        refused.is_err(),
+        "a third connection was served: {refused:?}"
+    );
+    // Once one closes, a new client is served.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut again = server.connect();
+        let reply = again
+            .write_all(&command(&[b"PING"]))
+            .and_then(|()| read_replies(&mut again, 1));
+        if let Ok(reply) = reply {
+            assert_eq!(reply[0], b"+PONG\r\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no slot came free");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    second.write_all(&command(&[b"PING"])).unwrap();
+    assert_eq!(read_replies(&mut second, 1).unwrap()[0], b"+PONG\r\n");
+}

@@ -215,9 +215,14 @@ impl<S: StateMachine> Shard<S> {
                     Err(ProposeError::NotLeader { leader }) => {
                         return Ok(Some(Ok(Outcome::NotLeader { leader })));
                     }
-                    Err(ProposeError::TooManyUncommitted { .. }) => {
-                        return Ok(Some(Err(Admission::Wait)));
-                    }
+                    // Transient: commits, the no-op or a leadership
+                    // transfer end them; the proposal waits like one not
+                    // admitted (a transfer ends in NotLeader or leading).
+                    Err(
+                        ProposeError::TooManyUncommitted { .. }
+                        | ProposeError::Transferring
+                        | ProposeError::NoopPending,
+                    ) => return Ok(Some(Err(Admission::Wait))),
                     Err(_) => return Ok(Some(Ok(Outcome::Busy))),
                 };
                 let written =

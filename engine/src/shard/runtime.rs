@@ -2,7 +2,8 @@
 //! peer transport, the state machine and the mailbox.
 //!
 //! ```text
-//!  epoll_wait({transport ring fd, WAL completion eventfd, mailbox eventfd},
+//!  epoll_wait({transport ring fd, WAL completion eventfd, mailbox eventfd,
+//!              frontend epoll fd},
 //!             timeout = time to the next tick)      ← an idle shard sleeps here
 //!   ├─ tick due?            raft.tick()
 //!   ├─ transport.poll(0)    accepts, handshakes, control reads, pending writes
@@ -11,12 +12,19 @@
 //!   ├─ data frames          records ─▶ lent ring memory (run follows the log) or
 //!   │                       scratch ─▶ raft.step_append ─▶ commit in place, or
 //!   │                       truncate_after / append_raw (runtime/receive.rs)
-//!   ├─ mailbox              Propose: raft.propose(len) ─▶ wal.append_with (payload
-//!   │                       copied once, into the ring) ; Read: raft.read_index
-//!   └─ outputs              hard state ─▶ superblock (before any message), the
+//!   ├─ mailbox              Propose, if admitted (ring room, uncommitted bytes):
+//!   │                       raft.propose(len) ─▶ wal.append_with (payload
+//!   │                       copied once, into the ring), else waits (FIFO,
+//!   │                       Busy past admission_timeout) ; Read: raft.read_index
+//!   ├─ frontend.poll        client sockets on this thread (requests.rs): a
+//!   │                       write's payload, encoded into one per-shard buffer,
+//!   │                       is copied once into the ring, tagged
+//!   ├─ outputs              hard state ─▶ superblock (before any message), the
 //!                           leader's no-op, pop_outgoing ─▶ control slots / ring
 //!                           slices on the data lane, flush_submit, apply
 //!                           min(committed, durable) from the ring ─▶ replies
+//!                           (mailbox slots, or frontend.proposal_done(tag))
+//!   └─ frontend.flush       replies written to the client sockets
 //! ```
 //!
 //! Entries never travel through a channel: the mailbox carries a request's

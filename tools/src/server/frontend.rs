@@ -512,6 +512,9 @@ impl ClientService {
             };
             let mark = c.out.written_len();
             let action = dispatch(&command, &view, now_ms(), &mut self.payload, &mut c.out);
+            // The write that waited past its deadline is this command only
+            // if it is still a local write (leadership may have moved).
+            let admission_expired = std::mem::take(&mut c.admission_expired);
             let (kind, group, slot, bytes) = match action {
                 Err(_) if busy => {
                     c.block = Block::Barrier;
@@ -564,8 +567,7 @@ impl ClientService {
             if kind == RequestKind::Propose && u32::from(group) == self.shard {
                 let tag = (u64::from(i) << 32) | u64::from(c.tail);
                 let my_turn = self.admission_turn == Some(i);
-                let entry = if c.admission_expired {
-                    c.admission_expired = false;
+                let entry = if admission_expired {
                     Pending::Local {
                         slot,
                         outcome: Some(Outcome::Busy),
