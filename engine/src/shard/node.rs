@@ -251,7 +251,6 @@ impl Node {
             path: config.data_dir.clone(),
             source,
         })?;
-        check_membership(&config)?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let voters: Vec<NodeId> = config.peers.iter().map(|p| p.0).collect();
         // Bind every listener first, so a port in use fails before any shard starts.
@@ -265,6 +264,8 @@ impl Node {
             })?;
             listeners.push(listener);
         }
+        // After the ports: a start that cannot even listen records nothing.
+        check_membership(&config)?;
         let mut node = Node {
             id: config.id,
             shards: Vec::new(),
