@@ -58,6 +58,19 @@ fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
+/// An address whose port and the next are free (a node of two shards listens on both).
+fn free_pair() -> SocketAddr {
+    loop {
+        let first = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = first.local_addr().unwrap();
+        let mut next = address;
+        next.set_port(address.port() + 1);
+        if TcpListener::bind(next).is_ok() {
+            return address;
+        }
+    }
+}
+
 fn start(id: u64, peers: &[(u64, SocketAddr)], shards: u32, dir: &Path) -> Result<Node, NodeError> {
     let mut config = NodeConfig::new(id, peers.to_vec(), shards, dir.to_path_buf());
     config.wal.capacity_bytes = 8 << 20;
@@ -74,7 +87,7 @@ fn start(id: u64, peers: &[(u64, SocketAddr)], shards: u32, dir: &Path) -> Resul
 fn a_restart_with_another_membership_is_refused_and_a_moved_address_is_not() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("node");
-    let (a, b, c) = (free_addr(), free_addr(), free_addr());
+    let (a, b, c) = (free_pair(), free_addr(), free_addr());
     let peers = [(1, a), (2, b), (3, c)];
     start(1, &peers, 1, &data).unwrap().stop().unwrap();
     assert!(data.join("shard-0.wal").exists());

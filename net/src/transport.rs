@@ -24,7 +24,10 @@
 //! `pending_connections_max` for handshakes); every buffer is allocated once
 //! (`control_buffer_bytes` per inbound control lane, `frame_bytes_max` for a
 //! data lane's unsent tail); the data lane receives straight into the
-//! caller's buffer and stops reading when that has no room.
+//! caller's buffer and stops reading when that has no room. `peek_data`
+//! shows a frame's head and payload length before any payload byte is
+//! placed, so the caller can pick the buffer (a follower: its WAL ring for
+//! a run that follows its log, a scratch buffer otherwise).
 
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

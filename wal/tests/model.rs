@@ -83,6 +83,57 @@ fn check_read(wal: &mut Wal, model: &Model, from: u64, max_bytes: usize) {
 }
 
 /// Runs one seed; returns how many blocks its crashes tore.
+/// The same run received into lent ring memory: committed whole, as a
+/// prefix of its records, or abandoned after part of it arrived. Returns
+/// how many entries were appended. Writes are drained first: lent bytes
+/// must reach the file only after a commit or an abandon zeroed what was
+/// not appended (a write in flight over the last block could otherwise
+/// carry records the model never appended; see `lend.rs`).
+fn receive_in_place(wal: &mut Wal, model: &mut Model, rng: &mut Rng, bytes: &[u8]) -> usize {
+    model.durable = wal.sync().unwrap().index;
+    let lend = loop {
+        match wal.lend(bytes.len()) {
+            Ok(lend) => break lend,
+            Err(WalError::RingFull { .. }) => {
+                model.durable = wal.sync().unwrap().index;
+            }
+            Err(WalError::LogFull { .. }) => {
+                model.durable = wal.sync().unwrap().index;
+                let durable = model.durable;
+                purge(wal, model, durable);
+            }
+            Err(error) => panic!("lend: {error}"),
+        }
+    };
+    // Record boundaries of the run: ends[k] = end of record k.
+    let mut ends = Vec::new();
+    for record in ringraft_wal::record::Records::new(bytes) {
+        let end = ends.last().copied().unwrap_or(0) + record.unwrap().bytes.len();
+        ends.push(end);
+    }
+    match rng.below(4) {
+        0 => {
+            let arrived = rng.below(bytes.len() as u64 + 1) as usize;
+            wal.lent_memory(&lend)[..arrived].copy_from_slice(&bytes[..arrived]);
+            wal.abandon_lent(lend, arrived);
+            0
+        }
+        1 => {
+            wal.lent_memory(&lend).copy_from_slice(bytes);
+            let keep = 1 + rng.below(ends.len() as u64) as usize;
+            let summary = wal.commit_lent(lend, 0..ends[keep - 1]).unwrap();
+            assert_eq!(summary.entries, keep as u64);
+            keep
+        }
+        _ => {
+            wal.lent_memory(&lend).copy_from_slice(bytes);
+            let summary = wal.commit_lent(lend, 0..bytes.len()).unwrap();
+            assert_eq!(summary.entries, ends.len() as u64);
+            ends.len()
+        }
+    }
+}
+
 fn run(seed: u64, steps: usize) -> u64 {
     // Odd seeds: the common small geometry. Even seeds: many tiny writes in
     // flight (splitting at record boundaries, out-of-order completions), no
@@ -162,6 +213,15 @@ fn run(seed: u64, steps: usize) -> u64 {
                     let id = IoId::new(model.term, next + k as u64);
                     ringraft_wal::record::encode_entry(&mut record, id, p);
                     bytes.extend_from_slice(&record);
+                }
+                if rng.below(2) == 0 {
+                    let appended = receive_in_place(&mut wal, &mut model, &mut rng, &bytes);
+                    for (k, p) in payloads.into_iter().take(appended).enumerate() {
+                        model
+                            .entries
+                            .push((IoId::new(model.term, next + k as u64), p));
+                    }
+                    continue;
                 }
                 loop {
                     match wal.append_raw(&bytes) {

@@ -125,16 +125,21 @@ impl<S: StateMachine> Shard<S> {
         };
         match (event, target) {
             (DataEvent::Idle | DataEvent::NoRoom { .. }, _) => {
-                let partial = self
-                    .transport
-                    .peek_data(peer)
-                    .is_some_and(|p| p.payload_filled > 0);
+                // Still the same frame unless the lane closed (a failed frame).
+                let after = self.transport.peek_data(peer);
+                let partial = after.is_some_and(|p| p.payload_filled > 0);
                 match target {
                     Target::Ring if partial => {} // continues next time, same memory
                     Target::Ring => {
-                        // Nothing received, or the frame failed (the lane closed).
+                        // No payload byte yet (nothing to zero), or the frame
+                        // failed and the lane closed (any of it may have landed).
                         let ring = self.receiver.ring.take().expect("lent");
-                        self.wal.abandon_lent(ring.lend, ring.payload_bytes);
+                        let written = if after.is_some() {
+                            0
+                        } else {
+                            ring.payload_bytes
+                        };
+                        self.wal.abandon_lent(ring.lend, written);
                     }
                     Target::Scratch => {
                         self.receiver.scratch = partial.then_some(owner);
