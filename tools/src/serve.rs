@@ -81,17 +81,30 @@ pub fn run(args: ServeArgs) -> ExitCode {
     if let Err(error) = crate::signals::install() {
         log::warn!("cannot handle SIGINT/SIGTERM, they will end the process abruptly: {error}");
     }
-    let shards = args
-        .shards
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
-    let peers = match server::parse_peers(&args.peers) {
-        Ok(peers) => peers,
+    let config = match server_config(args) {
+        Ok(config) => config,
         Err(error) => {
             eprintln!("ringraft serve: {error}");
             return ExitCode::from(2);
         }
     };
-    let config = ServerConfig {
+    match server::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ringraft serve: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The server configuration the flags describe (shared with
+/// `ringraft bench --in-process`, whose nodes get the same flags).
+pub fn server_config(args: ServeArgs) -> Result<ServerConfig, server::ServeError> {
+    let shards = args
+        .shards
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+    let peers = server::parse_peers(&args.peers)?;
+    Ok(ServerConfig {
         id: args.id,
         data_dir: args.data_dir,
         peers,
@@ -104,12 +117,5 @@ pub fn run(args: ServeArgs) -> ExitCode {
         pin_cores: !args.no_pin,
         first_core: args.first_core,
         durability: args.durability,
-    };
-    match server::run(config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("ringraft serve: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
