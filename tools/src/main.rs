@@ -2,6 +2,7 @@
 //!
 //! Each subcommand lives in its own module; `main` only parses and dispatches.
 
+mod alloc_count;
 mod bench;
 mod cluster_cmd;
 mod serve;
@@ -11,6 +12,11 @@ mod wal_cmd;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
+
+/// Counts heap allocations for `ringraft bench`'s in-process cluster; off
+/// (one relaxed load per allocation) unless a benchmark enables it.
+#[global_allocator]
+static GLOBAL: alloc_count::CountingAlloc = alloc_count::CountingAlloc;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -181,51 +181,15 @@ pub fn run(args: ServeArgs) -> ExitCode {
     if let Err(error) = crate::signals::install() {
         log::warn!("cannot handle SIGINT/SIGTERM, they will end the process abruptly: {error}");
     }
-    let shards = args
-        .shards
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
-    let peers = match server::parse_peers(&args.peers) {
-        Ok(peers) => peers,
+    let print_budget = args.print_budget;
+    let config = match server_config(args) {
+        Ok(config) => config,
         Err(error) => {
             eprintln!("ringraft serve: {error}");
             return ExitCode::from(2);
         }
     };
-    let mut faults = Faults::default();
-    for setting in &args.fault {
-        if let Err(error) = faults.apply_settings(setting) {
-            eprintln!("ringraft serve: --fault: {error}");
-            return ExitCode::from(2);
-        }
-    }
-    let config = ServerConfig {
-        id: args.id,
-        data_dir: args.data_dir,
-        peers,
-        client_addr: args.client_addr,
-        shards,
-        cluster_id: args.cluster_id,
-        wal_capacity_bytes: args.wal_mib << 20,
-        connections_max: args.connections_max,
-        pipeline_max: args.pipeline_max,
-        uncommitted_bytes_max: args.uncommitted_bytes_max,
-        admission_timeout: std::time::Duration::from_millis(args.admission_timeout_ms),
-        pin_cores: !args.no_pin,
-        first_core: args.first_core,
-        durability: args.durability,
-        faults,
-        enable_debug_fault: args.enable_debug_fault,
-        ring_bytes: args.ring_mib.map(|mib| mib << 20),
-    };
-    if let Some(ring) = config.ring_bytes
-        && (ring < 4 << 20 || !ring.is_power_of_two() || ring > config.wal_capacity_bytes / 2)
-    {
-        eprintln!(
-            "ringraft serve: --ring-mib must be a power of two, at least 4, at most half --wal-mib"
-        );
-        return ExitCode::from(2);
-    }
-    if args.print_budget {
+    if print_budget {
         let budget = memory_budget(&config, &node_config(&config));
         println!("{budget}");
         return ExitCode::SUCCESS;
@@ -237,4 +201,47 @@ pub fn run(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The server configuration the flags describe (shared with
+/// `ringraft bench --in-process`, whose nodes get the same flags).
+pub fn server_config(args: ServeArgs) -> Result<ServerConfig, server::ServeError> {
+    let shards = args
+        .shards
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+    let peers = server::parse_peers(&args.peers)?;
+    let mut faults = Faults::default();
+    for setting in &args.fault {
+        faults
+            .apply_settings(setting)
+            .map_err(|error| server::ServeError::Flag(format!("--fault: {error}")))?;
+    }
+    let ring_bytes = args.ring_mib.map(|mib| mib << 20);
+    let wal_capacity_bytes = args.wal_mib << 20;
+    if let Some(ring) = ring_bytes
+        && (ring < 4 << 20 || !ring.is_power_of_two() || ring > wal_capacity_bytes / 2)
+    {
+        return Err(server::ServeError::Flag(
+            "--ring-mib must be a power of two, at least 4, at most half --wal-mib".into(),
+        ));
+    }
+    Ok(ServerConfig {
+        id: args.id,
+        data_dir: args.data_dir,
+        peers,
+        client_addr: args.client_addr,
+        shards,
+        cluster_id: args.cluster_id,
+        wal_capacity_bytes,
+        connections_max: args.connections_max,
+        pipeline_max: args.pipeline_max,
+        uncommitted_bytes_max: args.uncommitted_bytes_max,
+        admission_timeout: std::time::Duration::from_millis(args.admission_timeout_ms),
+        pin_cores: !args.no_pin,
+        first_core: args.first_core,
+        durability: args.durability,
+        faults,
+        enable_debug_fault: args.enable_debug_fault,
+        ring_bytes,
+    })
 }

@@ -1,7 +1,6 @@
-//! `ringraft bench` without `--target` and `ringraft cluster`: both start
-//! `ringraft serve` processes. While the binary has no `serve` subcommand
-//! they must fail clearly, naming the node and its exit status; once it
-//! has, they must run a real cluster. Each test checks whichever holds.
+//! `ringraft bench` without `--target` (node processes, or nodes in its own
+//! process with `--in-process`) and `ringraft cluster` (node processes):
+//! each runs a real local cluster and cleans up after itself.
 //!
 //! Base ports are below Linux's ephemeral range (32768-60999): an outgoing
 //! connection of a concurrent test could otherwise hold one.
@@ -19,74 +18,109 @@ fn ringraft() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ringraft"))
 }
 
-fn serve_exists() -> bool {
-    ringraft()
-        .args(["serve", "--help"])
-        .output()
-        .unwrap()
-        .status
-        .success()
-}
-
-#[test]
-fn bench_without_target_runs_a_local_cluster_or_names_the_missing_serve() {
+/// Runs `ringraft bench` with `args` plus `--json`; returns the JSON, the
+/// stdout and the announced (then removed) data directory.
+fn bench(args: &[&str]) -> (Value, String, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let json_path = dir.path().join("out.json");
     let output = ringraft()
-        .args(["bench", "--duration", "2s", "--clients", "8"])
-        // `serve --durability none` nodes must start and serve like the
-        // default ones (process tests cover fsync).
-        .args(["--durability", "none"])
-        .args([
-            "--base-port",
-            "23001",
-            "--json",
-            json_path.to_str().unwrap(),
-        ])
+        .arg("bench")
+        .args(args)
+        .args(["--json", json_path.to_str().unwrap()])
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    // The temporary cluster directory is announced, then removed.
+    assert!(output.status.success(), "{stdout}\n{stderr}");
     let data_dir: PathBuf = stderr
         .lines()
-        .find_map(|line| line.strip_prefix("starting 3 nodes in "))
+        .find_map(|line| line.strip_prefix("starting 3 nodes "))
+        .and_then(|rest| rest.split(" in ").nth(1))
         .and_then(|rest| rest.split(' ').next())
         .unwrap_or_else(|| panic!("no data directory announced: {stderr}"))
         .into();
-    assert!(data_dir.starts_with("/var/tmp"), "{stderr}");
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).expect("JSON written");
+    (json, stdout, data_dir)
+}
+
+/// The run starts once leadership has settled, but an election during it
+/// (a starved node on a loaded machine) may refuse a few writes with a
+/// retryable error; nothing else may fail.
+fn assert_only_retryable_errors(json: &Value) {
+    let ops = json["ops"].as_u64().unwrap();
+    let errors = json["errors"].as_u64().unwrap();
+    let retryable: u64 = ["TRYAGAIN", "CLUSTERDOWN"]
+        .iter()
+        .filter_map(|kind| json["errors_by_kind"][kind].as_u64())
+        .sum();
+    assert!(
+        ops > 0 && errors == retryable && errors * 100 <= ops,
+        "{json}"
+    );
+}
+
+#[test]
+fn bench_without_target_runs_a_local_cluster_of_processes_and_removes_it() {
+    let (json, stdout, data_dir) = bench(&[
+        "--duration",
+        "2s",
+        "--clients",
+        "8",
+        // `serve --durability none` nodes must start and serve like the
+        // default ones (process tests cover fsync).
+        "--durability",
+        "none",
+        "--base-port",
+        "23001",
+    ]);
+    assert!(data_dir.starts_with("/var/tmp"), "{}", data_dir.display());
     assert!(!data_dir.exists(), "{} left behind", data_dir.display());
-    if serve_exists() {
-        assert!(output.status.success(), "{stdout}\n{stderr}");
-        let json: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap())
-            .expect("JSON written");
-        assert!(json["ops"].as_u64().unwrap() > 0, "{json}");
-        assert_eq!(json["durability"], "none", "{json}");
-        // The run starts once leadership has settled, but an election
-        // during it (a starved node on a loaded machine) may refuse a few
-        // writes with a retryable error; nothing else may fail.
-        let ops = json["ops"].as_u64().unwrap();
-        let errors = json["errors"].as_u64().unwrap();
-        let retryable: u64 = ["TRYAGAIN", "CLUSTERDOWN"]
-            .iter()
-            .filter_map(|kind| json["errors_by_kind"][kind].as_u64())
-            .sum();
-        assert!(errors == retryable && errors * 100 <= ops, "{json}");
-        assert!(
-            json["elections"].as_u64().is_some(),
-            "ringraft reports Raft terms: {json}"
-        );
-        assert!(stdout.contains("throughput"), "{stdout}");
-        assert!(stdout.contains("none durability"), "{stdout}");
-    } else {
-        assert!(!output.status.success(), "{stdout}");
-        assert!(
-            stderr.contains("exited early: exit status 2")
-                && stderr.contains("unrecognized subcommand 'serve'"),
-            "the failure names the node and why: {stderr}"
-        );
-        assert!(!json_path.exists(), "no figures without a cluster");
-    }
+    assert_eq!(json["durability"], "none", "{json}");
+    assert_only_retryable_errors(&json);
+    assert!(
+        json["elections"].as_u64().is_some(),
+        "ringraft reports Raft terms: {json}"
+    );
+    // Node processes: their memory is sampled, their allocations are not
+    // counted (another process).
+    let rss = json["rss_bytes_max"].as_u64().expect("rss_bytes_max");
+    assert!(rss > 1 << 20, "{json}");
+    assert!(json["heap_allocs_per_op"].is_null(), "{json}");
+    assert!(stdout.contains("throughput"), "{stdout}");
+    assert!(stdout.contains("none durability"), "{stdout}");
+}
+
+#[test]
+fn an_in_process_cluster_allocates_nothing_per_request_once_every_key_exists() {
+    // 64 keys exist after a few hundred requests, well inside the warm-up
+    // (the first fifth of the run): from then on every SET overwrites a
+    // value in place, so any allocation counted is the engine's or the
+    // service's own per-request cost.
+    let (json, stdout, data_dir) = bench(&[
+        "--in-process",
+        "--duration",
+        "3s",
+        "--clients",
+        "8",
+        "--keys",
+        "64",
+        "--base-port",
+        "23101",
+    ]);
+    assert!(!data_dir.exists(), "{} left behind", data_dir.display());
+    assert_only_retryable_errors(&json);
+    assert!(stdout.contains("cluster in this process"), "{stdout}");
+    let per_op = json["heap_allocs_per_op"]
+        .as_f64()
+        .expect("in-process runs count allocations");
+    // One allocation per request would give ≥ 1; a handful over the whole
+    // window (a log line, a slot-map refresh) stays far below 0.01.
+    assert!(
+        per_op < 0.01,
+        "{per_op} heap allocations per request: {json}"
+    );
+    assert!(json["rss_bytes_max"].as_u64().unwrap() > 1 << 20, "{json}");
 }
 
 /// A running launcher and its stdout lines (read on a thread so the test
@@ -139,39 +173,22 @@ fn cluster_launcher_prints_addresses_and_stops_every_node() {
         assert!(line.starts_with(&expected), "{line:?} vs {expected:?}");
         seen.push(line);
     }
-    if serve_exists() {
-        assert!(wait_ready(&lines), "every group elects a leader: {seen:?}");
-        // SAFETY: kill takes no pointers; the pid is our live child.
-        unsafe { libc::kill(launcher.id() as libc::pid_t, libc::SIGTERM) };
-        let status = launcher.wait().unwrap();
-        assert!(status.success(), "stopped on request: {status}");
-        for id in 0..3 {
-            TcpListener::bind(("127.0.0.1", base_port + id))
-                .expect("every node stopped and freed its port");
-        }
-        for id in 1..=3 {
-            assert!(dir.path().join(format!("node-{id}")).is_dir());
-        }
-    } else {
-        let output = launcher.wait_with_output().unwrap();
-        assert!(!output.status.success());
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            stderr.contains("ringraft cluster: node ")
-                && stderr.contains("exited early: exit status 2"),
-            "{stderr}"
-        );
+    assert!(wait_ready(&lines), "every group elects a leader: {seen:?}");
+    // SAFETY: kill takes no pointers; the pid is our live child.
+    unsafe { libc::kill(launcher.id() as libc::pid_t, libc::SIGTERM) };
+    let status = launcher.wait().unwrap();
+    assert!(status.success(), "stopped on request: {status}");
+    for id in 0..3 {
+        TcpListener::bind(("127.0.0.1", base_port + id))
+            .expect("every node stopped and freed its port");
+    }
+    for id in 1..=3 {
+        assert!(dir.path().join(format!("node-{id}")).is_dir());
     }
 }
 
 #[test]
 fn cluster_launcher_reports_a_node_that_dies_and_stops_the_others() {
-    if !serve_exists() {
-        eprintln!(
-            "SKIPPED: no `ringraft serve` yet (the launcher's early-exit report is checked by the test above)"
-        );
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let base_port: u16 = 27001;
     let (launcher, lines) = launch(base_port, dir.path());

@@ -16,10 +16,13 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::BenchError;
+use super::embedded::EmbeddedCluster;
 use super::loadgen::{self, LoadConfig, Outcome, Workload};
 use super::local_cluster::{ClusterSpec, LocalCluster, Logs};
 use super::report::Summary;
+use super::resources::{Sampler, Watched};
 use super::topology::{SlotTable, elections_between, group_terms, resolve};
+use crate::alloc_count;
 use crate::serve::Durability;
 
 /// How long a fresh local cluster may take to elect every group's leader.
@@ -75,6 +78,11 @@ pub struct ClusterBenchArgs {
     /// server's redirects).
     #[arg(long, requires = "target")]
     no_slot_map: bool,
+    /// Run the local cluster's nodes inside this process instead of as
+    /// `ringraft serve` processes; heap allocations of the nodes are then
+    /// counted (`heap_allocs_per_op`).
+    #[arg(long, conflicts_with = "target")]
+    in_process: bool,
     /// Write the figures as JSON.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -110,7 +118,7 @@ fn bench(args: &ClusterBenchArgs) -> Result<ExitCode, BenchError> {
             } else {
                 SlotTable::discover(addr)?
             };
-            measure(args, &config, target.clone(), table, None)
+            measure(args, &config, target.clone(), table, Nodes::Remote)
         }
         None => {
             let dir = tempfile::Builder::new()
@@ -129,33 +137,72 @@ fn bench(args: &ClusterBenchArgs) -> Result<ExitCode, BenchError> {
                 logs: Logs::Files,
             };
             spec.check_ports_free()?;
+            let mode = if args.in_process {
+                "in this process"
+            } else {
+                "as processes"
+            };
             eprintln!(
-                "starting {} nodes in {} (client ports {}..)",
+                "starting {} nodes {mode} in {} (client ports {}..)",
                 spec.nodes,
                 dir.path().display(),
                 spec.base_port
             );
-            let mut cluster = LocalCluster::start(&spec)?;
-            cluster.wait_ready(READY_TIMEOUT, SETTLE)?;
-            let table = SlotTable::discover(spec.client_addr(1))?;
-            let target = format!(
-                "local {}-node cluster ({}, {} durability)",
-                spec.nodes,
-                cluster
-                    .client_addrs()
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                args.durability.name()
-            );
-            let code = measure(args, &config, target, table, Some(&mut cluster))?;
-            cluster.stop(libc::SIGTERM, STOP_GRACE);
-            drop(cluster);
+            let describe = |addrs: &[std::net::SocketAddr]| {
+                format!(
+                    "local {}-node cluster {mode} ({}, {} durability)",
+                    spec.nodes,
+                    addrs
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    args.durability.name()
+                )
+            };
+            let code = if args.in_process {
+                let cluster = EmbeddedCluster::start(&spec)?;
+                cluster.wait_ready(READY_TIMEOUT, SETTLE)?;
+                let addrs = cluster.client_addrs();
+                let table = SlotTable::discover(addrs[0])?;
+                let code = measure(
+                    args,
+                    &config,
+                    describe(&addrs),
+                    table,
+                    Nodes::Embedded(&cluster),
+                )?;
+                cluster.stop()?;
+                code
+            } else {
+                let mut cluster = LocalCluster::start(&spec)?;
+                cluster.wait_ready(READY_TIMEOUT, SETTLE)?;
+                let addrs = cluster.client_addrs();
+                let table = SlotTable::discover(addrs[0])?;
+                let code = measure(
+                    args,
+                    &config,
+                    describe(&addrs),
+                    table,
+                    Nodes::Processes(&mut cluster),
+                )?;
+                cluster.stop(libc::SIGTERM, STOP_GRACE);
+                code
+            };
             dir.close()?;
             Ok(code)
         }
     }
+}
+
+/// The cluster being measured.
+enum Nodes<'a> {
+    /// `--target`: somewhere else.
+    Remote,
+    /// Local `ringraft serve` processes.
+    Processes(&'a mut LocalCluster),
+    /// Nodes in this process (`--in-process`).
+    Embedded(&'a EmbeddedCluster),
 }
 
 fn measure(
@@ -163,10 +210,10 @@ fn measure(
     config: &LoadConfig,
     target: String,
     table: SlotTable,
-    cluster: Option<&mut LocalCluster>,
+    mut cluster: Nodes<'_>,
 ) -> Result<ExitCode, BenchError> {
     let nodes = table.nodes().to_vec();
-    let local = cluster.is_some();
+    let local = !matches!(cluster, Nodes::Remote);
     let target = if args.no_slot_map {
         format!("{target} [no slot map: routed by -MOVED replies]")
     } else if table.is_clustered() {
@@ -176,13 +223,24 @@ fn measure(
     };
     // Every node's INFO: a local cluster's are all known; a target's are
     // those CLUSTER SLOTS named (leaders and replicas).
-    let info_nodes = match &cluster {
-        Some(cluster) => cluster.client_addrs(),
-        None => nodes.clone(),
+    let (info_nodes, watched) = match &cluster {
+        Nodes::Remote => (nodes.clone(), Watched::Nothing),
+        Nodes::Processes(cluster) => (
+            cluster.client_addrs(),
+            Watched::Processes(cluster.nodes().iter().map(|n| n.pid()).collect()),
+        ),
+        Nodes::Embedded(cluster) => {
+            // The load generator runs on this thread: leave its
+            // allocations out of the nodes' count.
+            alloc_count::exclude_this_thread();
+            (cluster.client_addrs(), Watched::ThisProcess)
+        }
     };
+    let mut sampler = Sampler::new(watched, config.duration);
     let terms_before = group_terms(&info_nodes);
     let bar = progress_bar(config.duration);
     let outcome: Outcome = loadgen::run(config, table, &mut |elapsed, ops| {
+        sampler.sample(elapsed, ops);
         bar.set_position(elapsed.as_millis() as u64);
         bar.set_message(format!(
             "{:.0} ops/s",
@@ -191,10 +249,18 @@ fn measure(
     })?;
     bar.finish_and_clear();
     // A node that died during the run makes the figures meaningless.
-    if let Some(cluster) = cluster
-        && let Some((id, status)) = cluster.exited()
-    {
-        return Err(cluster.early_exit_error(id, status));
+    match &mut cluster {
+        Nodes::Remote => {}
+        Nodes::Processes(cluster) => {
+            if let Some((id, status)) = cluster.exited() {
+                return Err(cluster.early_exit_error(id, status));
+            }
+        }
+        Nodes::Embedded(cluster) => {
+            if let Some((id, failure)) = cluster.failure() {
+                return Err(BenchError::Cluster(format!("node {id} stopped: {failure}")));
+            }
+        }
     }
     let terms_after = group_terms(&info_nodes);
     let elections = match (&terms_before, &terms_after) {
@@ -212,6 +278,9 @@ fn measure(
         rate_per_sec: config.rate_per_sec,
         payload_bytes: config.payload_bytes,
         elections,
+        rss_bytes_max: sampler.rss_bytes_max(),
+        rss_scope: sampler.rss_scope(),
+        heap_allocs_per_op: sampler.heap_allocs_per_op(),
         outcome: &outcome,
     };
     print!("{}", summary.text());

@@ -80,7 +80,7 @@ impl ClusterSpec {
         ))
     }
 
-    fn check(&self) -> Result<(), BenchError> {
+    pub(super) fn check(&self) -> Result<(), BenchError> {
         if self.nodes == 0 || self.nodes > NODES_MAX {
             return Err(BenchError::Config(format!(
                 "--nodes must be between 1 and {NODES_MAX}"
@@ -151,7 +151,7 @@ impl ClusterSpec {
         args
     }
 
-    fn node_dir(&self, id: u16) -> PathBuf {
+    pub(super) fn node_dir(&self, id: u16) -> PathBuf {
         self.data_dir.join(format!("node-{id}"))
     }
 

@@ -4,9 +4,11 @@
 //! (`loadgen.rs`). Subcommands measure single parts (`ringraft bench wal`).
 
 mod cluster;
+mod embedded;
 mod loadgen;
 pub mod local_cluster;
 mod report;
+mod resources;
 pub mod topology;
 mod wal;
 

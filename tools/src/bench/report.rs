@@ -34,6 +34,14 @@ pub struct Summary<'a> {
     /// Term increases across groups during the run; None when the target
     /// does not report Raft terms.
     pub elections: Option<u64>,
+    /// Largest resident set of one node during the run; None when the
+    /// nodes are not local processes.
+    pub rss_bytes_max: Option<u64>,
+    /// Whose memory `rss_bytes_max` measured.
+    pub rss_scope: &'static str,
+    /// Heap allocations per acknowledged request after warm-up; None
+    /// unless the cluster runs in this process.
+    pub heap_allocs_per_op: Option<f64>,
     /// The generator's observations.
     pub outcome: &'a Outcome,
 }
@@ -85,6 +93,16 @@ impl Summary<'_> {
                     "elections   unknown (the target's INFO replication reports no Raft terms)\n"
             }
         }
+        if let Some(rss) = self.rss_bytes_max {
+            text += &format!(
+                "memory      {:.1} MiB resident at most ({})\n",
+                rss as f64 / (1u64 << 20) as f64,
+                self.rss_scope
+            );
+        }
+        if let Some(per_op) = self.heap_allocs_per_op {
+            text += &format!("heap allocs {per_op:.3} per request after warm-up (every node)\n");
+        }
         if o.unsent > 0 {
             text += &format!(
                 "unsent      {} requests were due but every client was still busy at the end\n",
@@ -111,6 +129,9 @@ impl Summary<'_> {
             "ops_per_sec": self.ops_per_sec(),
             "latency_us": latency,
             "elections": self.elections,
+            "rss_bytes_max": self.rss_bytes_max,
+            "rss_scope": self.rss_bytes_max.map(|_| self.rss_scope),
+            "heap_allocs_per_op": self.heap_allocs_per_op,
             "errors": o.error_count(),
             "errors_by_kind": by_kind,
             "ops": o.ops,
