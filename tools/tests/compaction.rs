@@ -516,3 +516,51 @@ fn snapshot_flags_set_when_the_log_is_compacted() {
         );
     }
 }
+
+/// How long the KV's snapshot build takes (the time apply waits, on top of
+/// the file writes): 100,000 keys of 128 B, built in 64 KiB chunks as the
+/// shard does. A measurement, not a test of speed:
+/// `cargo test --release -p ringraft-tools --test compaction -- --ignored --nocapture build_time`
+#[test]
+#[ignore = "a measurement; run with --ignored --nocapture"]
+fn build_time_of_a_100k_key_state() {
+    use ringraft_engine::shard::{Entry, ResponseSlots, StateMachine};
+    use ringraft_tools::service::kv::{Kv, KvConfig, RESPONSE_BYTES_MAX};
+    use ringraft_tools::service::payload;
+    const STATE_KEYS: u64 = 100_000;
+    let mut kv = Kv::new(KvConfig::default());
+    let mut slots = ResponseSlots::new(256, RESPONSE_BYTES_MAX);
+    let mut buf = vec![0u8; 4096];
+    let value = [b'v'; 128];
+    for i in 0..STATE_KEYS {
+        let key = format!("key:{i:012}");
+        let n = payload::encode_set(&mut buf, key.as_bytes(), &value).unwrap();
+        let entry = Entry {
+            id: ringraft_wal::IoId::new(1, i + 1),
+            payload: &buf[..n],
+        };
+        kv.apply(std::iter::once(entry), &mut slots).unwrap();
+    }
+    let mut chunk = vec![0u8; 64 << 10];
+    let mut times = Vec::new();
+    for _ in 0..7 {
+        let start = Instant::now();
+        let (mut offset, mut chunks) = (0u64, 0);
+        loop {
+            let c = kv.snapshot_chunk(offset, &mut chunk).unwrap();
+            offset += c.bytes as u64;
+            chunks += 1;
+            if c.done {
+                break;
+            }
+        }
+        times.push((start.elapsed(), offset, chunks));
+    }
+    times.sort();
+    let (median, bytes, chunks) = times[times.len() / 2];
+    eprintln!(
+        "snapshot build of {STATE_KEYS} keys x 128 B: {bytes} bytes in {chunks} chunks, \
+         median of 7 {median:.2?} (min {:.2?}, max {:.2?})",
+        times[0].0, times[6].0
+    );
+}
