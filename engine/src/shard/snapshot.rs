@@ -54,7 +54,12 @@
 //! `StateMachine::snapshot_chunk` contract), and the alternatives (a full
 //! copy of the state, or copy-on-write inside the application) cost memory
 //! in proportion to the state. Commit, flushes and replication go on, so
-//! only acknowledgements wait. A received snapshot is installed in the turn
+//! only acknowledgements wait: for the KV service's 100,000 keys of 128 B
+//! (15 MB) a build held them 80-470 ms on a loaded 2-vCPU machine (the
+//! finish log line itemizes it). The way out is key-level copy-on-write in
+//! the state machine (keep a key's old value the first time it changes
+//! ahead of the build cursor), which the `snapshot_chunk` contract would
+//! then have to allow. A received snapshot is installed in the turn
 //! its last chunk arrives (reading the staged file through the same bounded
 //! buffer).
 
