@@ -32,6 +32,7 @@ fn resp(c: &mut Criterion) {
         leader: Some(1),
         commit: 0,
         applied: 0,
+        snapshot_index: 0,
         peers: Vec::new(),
     }];
     let view = ServerView {

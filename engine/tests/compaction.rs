@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ringraft_engine::shard::{
     ApplyError, Entry, Node, NodeConfig, NodeError, RequestError, ResponseSlots, ResponseWriter,
-    SnapshotChunk, SnapshotError, SnapshotHeader, StateMachine,
+    ShardError, SnapshotChunk, SnapshotError, SnapshotHeader, StateMachine,
 };
 use ringraft_wal::IoId;
 
@@ -184,6 +184,10 @@ fn start(id: u64, peers: &[(u64, SocketAddr)], dir: &Path) -> Node {
 }
 
 fn try_start(id: u64, peers: &[(u64, SocketAddr)], dir: &Path) -> Result<Node, NodeError> {
+    Node::start(config(id, peers, dir), vec![Registers::new()])
+}
+
+fn config(id: u64, peers: &[(u64, SocketAddr)], dir: &Path) -> NodeConfig {
     let mut config = NodeConfig::new(id, peers.to_vec(), 1, dir.join(format!("n{id}")));
     // The smallest WAL whose ring can take a whole received frame (1 MiB)
     // with the runtime's margin.
@@ -195,7 +199,7 @@ fn try_start(id: u64, peers: &[(u64, SocketAddr)], dir: &Path) -> Result<Node, N
     config.raft.msg_bytes_max = 16 << 10;
     config.snapshot.build_chunks_per_turn_max = 1;
     config.pin_cores = false;
-    Node::start(config, vec![Registers::new()])
+    config
 }
 
 fn leader(nodes: &[Option<Node>]) -> usize {
@@ -327,4 +331,46 @@ fn a_node_behind_the_purge_point_catches_up_through_a_multi_chunk_snapshot() {
         error.contains(&path.display().to_string()) && error.contains("damaged snapshot"),
         "{error}"
     );
+}
+
+/// A ring that cannot hold a whole peer frame (1 MiB) twice over would
+/// never let the node receive an entry as a follower: the node refuses to
+/// start and names both sizes, instead of running and never committing.
+#[test]
+fn a_ring_too_small_to_receive_a_frame_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let peers: Vec<(u64, SocketAddr)> = (1..=3).map(|id| (id, free_addr())).collect();
+    let mut small = config(1, &peers, dir.path());
+    // A WAL this small needs smaller writes and file reads to be valid;
+    // the check is the node's own, about the peer frames it receives.
+    small.wal.ring_bytes = 2 << 20;
+    small.wal.inflight_bytes_max = (1 << 20) - 4096;
+    small.wal.tuning.flush_io_bytes_max = 256 << 10;
+    small.wal.tuning.read_buffer_bytes = 256 << 10;
+    let error = match Node::start(small, vec![Registers::new()]) {
+        Ok(_) => panic!("a node started with a 2 MiB ring"),
+        Err(error) => error,
+    };
+    assert!(
+        matches!(
+            error,
+            NodeError::Shard(ShardError::RingTooSmall {
+                ring_bytes: 0x20_0000,
+                ..
+            })
+        ),
+        "{error:?}"
+    );
+    let text = error.to_string();
+    assert!(
+        text.contains("ring memory of 2097152 bytes") && text.contains("frame_bytes_max 1048"),
+        "{text}"
+    );
+    // The same node with the smallest ring that receives a frame starts.
+    let mut enough = config(1, &peers, dir.path());
+    enough.wal.capacity_bytes = 16 << 20;
+    enough.wal.ring_bytes = 4 << 20;
+    std::fs::remove_dir_all(dir.path().join("n1")).unwrap();
+    let node = Node::start(enough, vec![Registers::new()]).expect("a 4 MiB ring starts");
+    node.stop().unwrap();
 }

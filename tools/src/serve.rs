@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
-use ringraft_engine::shard::{Faults, MemoryBudget, NodeConfig, ShardShared};
+use ringraft_engine::shard::{Faults, MemoryBudget, NodeConfig, ShardShared, SnapshotConfig};
 use ringraft_tools::service::kv::RESPONSE_BYTES_MAX;
 use ringraft_tools::service::process;
 use ringraft_tools::service::resp::Limits;
@@ -89,6 +89,17 @@ pub struct ServeArgs {
     /// --wal-mib); default: half the file, at most 64 MiB.
     #[arg(long)]
     pub ring_mib: Option<u64>,
+    /// Log compaction: a shard snapshots its state and purges its WAL once
+    /// the applied entries not yet in a snapshot take this percent of the
+    /// WAL file (1..=100).
+    #[arg(long, default_value_t = SnapshotConfig::default().snapshot_log_percent,
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub snapshot_log_percent: u8,
+    /// Log compaction: ... or once this many entries were applied since the
+    /// last snapshot, whichever comes first.
+    #[arg(long, default_value_t = SnapshotConfig::default().snapshot_entries,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_entries: u64,
     /// Print the itemized worst-case memory budget of this configuration
     /// and exit without starting.
     #[arg(long)]
@@ -127,6 +138,7 @@ pub fn node_config(config: &ServerConfig) -> NodeConfig {
     node_config.bounds.uncommitted_bytes_max = config.uncommitted_bytes_max;
     node_config.bounds.admission_timeout = config.admission_timeout;
     node_config.faults = config.faults;
+    node_config.snapshot = config.snapshot;
     node_config
 }
 
@@ -243,5 +255,10 @@ pub fn server_config(args: ServeArgs) -> Result<ServerConfig, server::ServeError
         faults,
         enable_debug_fault: args.enable_debug_fault,
         ring_bytes,
+        snapshot: SnapshotConfig {
+            snapshot_log_percent: args.snapshot_log_percent,
+            snapshot_entries: args.snapshot_entries,
+            ..SnapshotConfig::default()
+        },
     })
 }

@@ -72,15 +72,27 @@ fn free_base() -> u16 {
     panic!("no free port range found");
 }
 
+/// WAL file per node in the flow tests: large, so no compaction runs.
+const WAL_MIB: u64 = 256;
+/// ... and where a stalled follower must fall behind the leader's purge
+/// point: small, so the leader snapshots (every 25 % of the file, 2 MiB of
+/// log) and purges within a second of load.
+const SMALL_WAL_MIB: u64 = 8;
+
 /// Three `ringraft serve` children, killed when dropped (logs printed on panic).
 struct Cluster {
     base: u16,
     dir: PathBuf,
+    wal_mib: u64,
     children: Vec<Child>,
 }
 
 impl Cluster {
     fn start(dir: &Path) -> Cluster {
+        Cluster::start_with_wal(dir, WAL_MIB)
+    }
+
+    fn start_with_wal(dir: &Path, wal_mib: u64) -> Cluster {
         let base = free_base();
         let peers: Vec<String> = (1..=NODES)
             .map(|k| format!("{k}=127.0.0.1:{}", base + 100 * k as u16))
@@ -88,6 +100,7 @@ impl Cluster {
         let mut cluster = Cluster {
             base,
             dir: dir.to_path_buf(),
+            wal_mib,
             children: Vec::new(),
         };
         for id in 1..=NODES {
@@ -115,7 +128,8 @@ impl Cluster {
                 "--client-addr",
                 &format!("127.0.0.1:{}", self.base + id as u16),
             ])
-            .args(["--shards", "1", "--wal-mib", "256", "--no-pin"])
+            .args(["--shards", "1", "--no-pin"])
+            .args(["--wal-mib", &self.wal_mib.to_string()])
             .args(["--ring-mib", &(RING_BYTES >> 20).to_string()]);
         command
     }
@@ -138,6 +152,10 @@ impl Cluster {
 
     fn client(&self, id: u64) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.base + id as u16))
+    }
+
+    fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.join(format!("node-{id}.log"))).unwrap_or_default()
     }
 }
 
@@ -623,6 +641,104 @@ fn overloaded_follower(overload: Duration) {
         rss_late_max <= rss_third + RING_BYTES + (8 << 20),
         "follower memory grew from {rss_third} to {rss_late_max}"
     );
+}
+
+/// A follower whose link stalls while the leader compacts its log falls
+/// behind the leader's purge point: the leader's INFO shows it leave
+/// `replicate` for `snapshot` and come back, it installs the leader's
+/// snapshot, applies every acknowledged write, and the leader logs no
+/// warning about entries it could not read.
+#[test]
+fn a_follower_stalled_past_the_purge_point_gets_a_snapshot() {
+    let _serial = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let dir =
+        tempfile::tempdir_in(std::env::var_os("RINGRAFT_TEST_DIR").unwrap_or("/var/tmp".into()))
+            .unwrap();
+    let cluster = Cluster::start_with_wal(dir.path(), SMALL_WAL_MIB);
+    wait_for_steady_leader(&cluster);
+    let load = Load::start(cluster.client(LEADER));
+    std::thread::sleep(Duration::from_millis(500)); // warm-up
+    let terms: Vec<u64> = (1..=NODES).map(|id| role_term(&cluster, id).1).collect();
+    let watcher = Watcher::start(&cluster, LEADER);
+    debug_fault(
+        &cluster,
+        LEADER,
+        &format!("peer-send-bytes-per-sec=1,peer-send-to={SLOW}"),
+    );
+    // Stalled until the leader's snapshot covers entries node SLOW lacks:
+    // its next entry is no longer in the leader's WAL.
+    let start = Instant::now();
+    let (stalled_match, leader_snapshot) = loop {
+        let text = info(cluster.client(LEADER), "replication");
+        let snapshot_index = num(&text, "shard0", "snapshot_index");
+        let (_, matched, _) = slow_replica(&cluster).expect("node 1 leads");
+        if snapshot_index > matched {
+            break (matched, snapshot_index);
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the leader never purged past node {SLOW} (match {matched}, snapshot {snapshot_index})"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    debug_fault(&cluster, LEADER, "off");
+    let caught_up_in = wait_caught_up(&cluster);
+    let (states, _) = watcher.stop();
+    let acked = load.acked.load(Ordering::Relaxed);
+    load.stop();
+    // Every acknowledged write is committed by now; node SLOW applies them all.
+    let commit = num(
+        &info(cluster.client(LEADER), "replication"),
+        "shard0",
+        "commit",
+    );
+    let start = Instant::now();
+    let (slow_applied, slow_snapshot) = loop {
+        let text = info(cluster.client(SLOW), "replication");
+        let applied = num(&text, "shard0", "applied");
+        if applied >= commit {
+            break (applied, num(&text, "shard0", "snapshot_index"));
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "node {SLOW} applied only {applied} of {commit}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let terms_after: Vec<u64> = (1..=NODES).map(|id| role_term(&cluster, id).1).collect();
+    let (leader_log, slow_log) = (cluster.log(LEADER), cluster.log(SLOW));
+    eprintln!(
+        "node {SLOW} stalled at match {stalled_match} while the leader snapshotted up to \
+         {leader_snapshot}; states {states:?}; caught up {caught_up_in:?} after the fault was \
+         lifted; {acked} writes acknowledged, commit {commit}, node {SLOW} applied \
+         {slow_applied} with snapshot index {slow_snapshot}"
+    );
+    assert!(
+        states.iter().any(|s| s == "snapshot"),
+        "the leader never showed node {SLOW} in snapshot: {states:?}"
+    );
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("replicate"),
+        "node {SLOW} did not come back to replicate: {states:?}"
+    );
+    assert!(
+        slow_log.contains("installed snapshot"),
+        "node {SLOW} caught up without installing a snapshot"
+    );
+    assert!(
+        slow_snapshot > stalled_match,
+        "node {SLOW}'s snapshot index {slow_snapshot} does not cover what it missed \
+         (from {stalled_match})"
+    );
+    let noisy: Vec<&str> = leader_log
+        .lines()
+        .filter(|l| l.contains("WARN") && !l.contains("TESTING"))
+        .collect();
+    assert!(noisy.is_empty(), "the leader warned: {noisy:#?}");
+    assert_eq!(terms, terms_after, "an election happened");
 }
 
 #[test]

@@ -56,6 +56,7 @@ fn set_and_get_of_existing_keys_allocate_nothing() {
         leader: Some(1),
         commit: 0,
         applied: 0,
+        snapshot_index: 0,
         peers: Vec::new(),
     }];
     let view = ServerView {

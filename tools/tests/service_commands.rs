@@ -48,6 +48,7 @@ impl Node {
             leader: Some(1),
             commit: 10,
             applied: 9,
+            snapshot_index: 4,
             peers: vec![
                 PeerStatus {
                     node: 2,
@@ -67,6 +68,7 @@ impl Node {
             leader: Some(leader),
             commit: 7,
             applied: 7,
+            snapshot_index: 0,
             peers: Vec::new(),
         };
         Node {
@@ -439,11 +441,11 @@ fn info_and_config_as_clients_read_them() {
     let mut node = Node::new();
     let info = node.reply("INFO replication\r\n");
     let body = "# Replication\r\nrole:master\r\nshards:3\r\n\
-         shard0:role=leader,term=4,leader=1,commit=10,applied=9\r\n\
+         shard0:role=leader,term=4,leader=1,commit=10,applied=9,snapshot_index=4\r\n\
          shard0_peer0:id=2,match=10,state=replicate\r\n\
          shard0_peer1:id=3,match=0,state=probe\r\n\
-         shard1:role=follower,term=3,leader=2,commit=7,applied=7\r\n\
-         shard2:role=follower,term=3,leader=3,commit=7,applied=7\r\n";
+         shard1:role=follower,term=3,leader=2,commit=7,applied=7,snapshot_index=0\r\n\
+         shard2:role=follower,term=3,leader=3,commit=7,applied=7,snapshot_index=0\r\n";
     assert_eq!(info, format!("${}\r\n{body}\r\n", body.len()));
     let all = node.reply("INFO\r\n");
     assert!(all.contains("# Server\r\nredis_version:7.0.0\r\n"), "{all}");

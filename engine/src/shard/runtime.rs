@@ -111,6 +111,23 @@ pub enum ShardError {
         /// What is wrong.
         source: SnapshotFileError,
     },
+    /// The WAL ring is too small to ever take a whole peer frame, so this
+    /// node, as a follower, would never receive an entry.
+    #[error(
+        "shard {shard}: WAL ring memory of {ring_bytes} bytes cannot receive a peer's data \
+         frame of up to frame_bytes_max {frame_bytes_max} bytes; a follower needs a ring of at \
+         least {ring_bytes_min} bytes (a larger ring_bytes / --ring-mib, or a larger WAL file)"
+    )]
+    RingTooSmall {
+        /// Shard index.
+        shard: u32,
+        /// The WAL's ring memory.
+        ring_bytes: u64,
+        /// The transport's largest data frame.
+        frame_bytes_max: usize,
+        /// The least ring memory that receives such a frame.
+        ring_bytes_min: u64,
+    },
     /// epoll or eventfd failed.
     #[error("shard {shard}: {context}: {source}")]
     Os {
@@ -222,6 +239,9 @@ pub struct ShardStatus {
     pub last_index: u64,
     /// Durable log index.
     pub durable_index: u64,
+    /// Last entry covered by this shard's snapshot (0: none yet); the WAL
+    /// holds only the entries after it.
+    pub snapshot_index: u64,
     /// Every other voter.
     pub peers: Vec<PeerStatus>,
     /// Set when the shard stopped on an error.
@@ -276,6 +296,7 @@ impl ShardShared {
                 applied: 0,
                 last_index: 0,
                 durable_index: 0,
+                snapshot_index: 0,
                 peers,
                 failed: None,
             }),
@@ -531,6 +552,16 @@ impl<S: StateMachine> Shard<S> {
             }
         }
         let send_bytes_max = tcfg.msg_bytes_max;
+        let ring_bytes = wal.superblock().ring_bytes;
+        let ring_bytes_min = receive_ring_bytes_min(tcfg.frame_bytes_max);
+        if ring_bytes < ring_bytes_min {
+            return Err(ShardError::RingTooSmall {
+                shard,
+                ring_bytes,
+                frame_bytes_max: tcfg.frame_bytes_max,
+                ring_bytes_min,
+            });
+        }
         let scratch = vec![0u8; tcfg.frame_bytes_max].into_boxed_slice();
         let transport = Transport::with_listener(tcfg, config.listener)
             .map_err(|source| ShardError::Transport { shard, source })?;
@@ -988,6 +1019,15 @@ impl<S: StateMachine> Shard<S> {
         } else {
             let view = match self.wal.read(append.prev.index + 1, self.send_bytes_max) {
                 Ok(view) => view,
+                Err(error @ ringraft_wal::WalError::Purged { .. }) => {
+                    // Queued before a compaction purged them: the core
+                    // sends this follower a snapshot once it asks again.
+                    log::debug!(
+                        "shard {shard}: entries after {} left the log before sending: {error}",
+                        append.prev
+                    );
+                    return Ok(None);
+                }
                 Err(error) => {
                     log::warn!(
                         "shard {shard}: cannot read entries after {} to send: {error}",
@@ -1181,6 +1221,7 @@ impl<S: StateMachine> Shard<S> {
         status.applied = self.sm.applied().index;
         status.last_index = self.raft.log().last_index();
         status.durable_index = self.raft.log().durable_index();
+        status.snapshot_index = self.raft.log().snapshot().index;
         let is_leader = status.role == Role::Leader;
         for peer in status.peers.iter_mut() {
             match self.raft.progress(peer.id) {
@@ -1222,10 +1263,18 @@ impl<S: StateMachine> Shard<S> {
 /// WAL never disagree about what was appended.
 fn wal_has_room(wal: &Wal, bytes: usize) -> bool {
     let p = wal.positions();
-    let slack = bytes as u64 + 3 * ringraft_wal::BLOCK_BYTES as u64;
     let ring_free = wal.superblock().ring_bytes - (p.accepted - p.durable);
     let file_free = wal.capacity_bytes() - (p.accepted - p.start);
-    ring_free / 2 >= slack && file_free >= 2 * slack
+    ring_free >= receive_ring_bytes_min(bytes) && file_free >= receive_ring_bytes_min(bytes)
+}
+
+/// Free ring (and file) bytes `wal_has_room` asks for a write of `bytes`:
+/// the write and a segment's and blocks' padding, twice. A follower reads a
+/// data frame only once there is room for the largest one
+/// (`frame_bytes_max`), so a ring smaller than this for it never receives
+/// anything: refused at start.
+fn receive_ring_bytes_min(bytes: usize) -> u64 {
+    2 * (bytes as u64 + 3 * ringraft_wal::BLOCK_BYTES as u64)
 }
 
 /// The (term, size) of each entry of a run the transport verified

@@ -147,6 +147,7 @@ pub fn to_replication(s: &ShardStatus) -> ReplicationStatus {
         leader: s.leader,
         commit: s.commit,
         applied: s.applied,
+        snapshot_index: s.snapshot_index,
         peers: s
             .peers
             .iter()

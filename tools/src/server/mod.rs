@@ -72,6 +72,9 @@ pub struct ServerConfig {
     pub enable_debug_fault: bool,
     /// Ring memory per shard (`--ring-mib`); None: half the file, at most 64 MiB.
     pub ring_bytes: Option<u64>,
+    /// When each shard snapshots and purges its log (`--snapshot-log-percent`,
+    /// `--snapshot-entries`).
+    pub snapshot: ringraft_engine::shard::SnapshotConfig,
 }
 
 /// Why the server could not start.

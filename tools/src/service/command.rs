@@ -67,6 +67,9 @@ pub struct ReplicationStatus {
     pub commit: u64,
     /// Applied index.
     pub applied: u64,
+    /// Last entry covered by the shard's snapshot (0: none); its log
+    /// holds only the entries after it.
+    pub snapshot_index: u64,
     /// Each peer's match and state (leader only).
     pub peers: Vec<PeerStatus>,
 }

@@ -113,10 +113,12 @@ fn info_section(
                     Some(leader) => write!(text, "{leader}")?,
                     None => text.write_str("none")?,
                 }
+                // New keys go last: clients and the bench parse the line
+                // by key, older ones by position up to `applied`.
                 write!(
                     text,
-                    ",commit={},applied={}\r\n",
-                    status.commit, status.applied
+                    ",commit={},applied={},snapshot_index={}\r\n",
+                    status.commit, status.applied, status.snapshot_index
                 )?;
                 if status.role == Role::Leader {
                     for (i, peer) in status.peers.iter().enumerate() {

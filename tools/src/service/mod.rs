@@ -40,7 +40,8 @@
 //! let mut routing = RoutingTable::new(1, &[me], 1).unwrap();
 //! routing.set_leader(0, Some(1)).unwrap(); // the runtime does this on every leader change
 //! let shards = vec![ReplicationStatus {
-//!     role: Role::Leader, term: 1, leader: Some(1), commit: 0, applied: 0, peers: Vec::new(),
+//!     role: Role::Leader, term: 1, leader: Some(1), commit: 0, applied: 0, snapshot_index: 0,
+//!     peers: Vec::new(),
 //! }];
 //! let mut kv = Kv::new(KvConfig::default());
 //! let mut slots = ResponseSlots::new(1024, kv.response_bytes_max());

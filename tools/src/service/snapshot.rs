@@ -118,10 +118,11 @@ impl BuildCursor {
         if self.next_offset != offset {
             seek(map, stream_entries, self, offset)?;
         }
+        let mut walk = Walk::new(map, self);
         let mut written = 0;
         while written < out.len() && self.item != BuildItem::End {
             let mut fixed = [0u8; FIXED_BYTES_MAX];
-            let (fixed_len, a, b) = item_parts(map, stream_entries, self, &mut fixed);
+            let (fixed_len, a, b) = item_parts(&walk, map, stream_entries, self, &mut fixed);
             let total = fixed_len + a.len() + b.len();
             let mut at = self.item_offset;
             for part in [&fixed[..fixed_len], a, b] {
@@ -140,9 +141,10 @@ impl BuildCursor {
                 }
             }
             if self.item_offset == total {
-                advance(map, self);
+                advance(&mut walk, self);
             }
         }
+        walk.store(self);
         self.next_offset += written as u64;
         Ok(SnapshotChunk {
             snapshot: self.snapshot,
@@ -389,6 +391,7 @@ fn item_len(prefix: &[u8]) -> Needed {
 /// The current item as (fixed bytes written into `fixed`, then two
 /// borrowed parts).
 fn item_parts<'m>(
+    walk: &Walk<'m>,
     map: &'m Map,
     stream_entries: usize,
     cursor: &BuildCursor,
@@ -416,9 +419,7 @@ fn item_parts<'m>(
             (len, &[], &[])
         }
         BuildItem::Key => {
-            let (key, value) = map
-                .get_key_value(&cursor.key[..])
-                .expect("cursor key exists");
+            let (key, value) = walk.current.expect("cursor key exists");
             match value {
                 Value::String(value) => {
                     put(&[KIND_STRING]);
@@ -437,7 +438,7 @@ fn item_parts<'m>(
             }
         }
         BuildItem::Entry => {
-            let Some(Value::Stream(stream)) = map.get(&cursor.key[..]) else {
+            let Some((_, Value::Stream(stream))) = walk.current else {
                 unreachable!("cursor points into a stream");
             };
             let fields = stream
@@ -468,37 +469,83 @@ fn seek(
         cursor.item_offset = 0;
         cursor.key.clear();
     }
+    let mut walk = Walk::new(map, cursor);
     while cursor.next_offset < offset {
         if cursor.item == BuildItem::End {
+            walk.store(cursor);
             return Err(SnapshotError::UnexpectedOffset {
                 expected: cursor.next_offset,
                 got: offset,
             });
         }
         let mut fixed = [0u8; FIXED_BYTES_MAX];
-        let (fixed_len, a, b) = item_parts(map, stream_entries, cursor, &mut fixed);
+        let (fixed_len, a, b) = item_parts(&walk, map, stream_entries, cursor, &mut fixed);
         let left = fixed_len + a.len() + b.len() - cursor.item_offset;
         let step = left.min(usize::try_from(offset - cursor.next_offset).unwrap_or(usize::MAX));
         cursor.item_offset += step;
         cursor.next_offset += step as u64;
         if step == left {
-            advance(map, cursor);
+            advance(&mut walk, cursor);
         }
     }
+    walk.store(cursor);
     Ok(())
 }
 
+/// One `fill` (or `seek`) call's walk over the map from the cursor's key:
+/// one tree descent per call, then the keys in order, instead of a lookup
+/// and a range search per item (the cursor's key is stored back at the end,
+/// for the next call).
+struct Walk<'m> {
+    /// The cursor's key and value (None before the first key and at the end).
+    current: Option<(&'m [u8], &'m Value)>,
+    /// The keys after it.
+    rest: std::collections::btree_map::Range<'m, Box<[u8]>, Value>,
+}
+
+impl<'m> Walk<'m> {
+    fn new(map: &'m Map, cursor: &BuildCursor) -> Walk<'m> {
+        match cursor.item {
+            BuildItem::Header => Walk {
+                current: None,
+                rest: map.range::<[u8], _>((Unbounded, Unbounded)),
+            },
+            BuildItem::Key | BuildItem::Entry => Walk {
+                current: map
+                    .get_key_value(&cursor.key[..])
+                    .map(|(key, value)| (&key[..], value)),
+                rest: map.range::<[u8], _>((Excluded(&cursor.key[..]), Unbounded)),
+            },
+            // Nothing follows the end (no item is read there).
+            BuildItem::End => Walk {
+                current: None,
+                rest: map.range::<[u8], _>((Unbounded, Unbounded)),
+            },
+        }
+    }
+
+    /// Leaves the current key in the cursor, where the next call resumes.
+    fn store(&self, cursor: &mut BuildCursor) {
+        if let Some((key, _)) = self.current
+            && cursor.key[..] != *key
+        {
+            cursor.key.clear();
+            cursor.key.extend_from_slice(key);
+        }
+    }
+}
+
 /// Moves the cursor to the item after the current one.
-fn advance(map: &Map, cursor: &mut BuildCursor) {
+fn advance(walk: &mut Walk<'_>, cursor: &mut BuildCursor) {
     cursor.item_offset = 0;
     let next_entry = match cursor.item {
         BuildItem::Header => None,
-        BuildItem::Key => match map.get(&cursor.key[..]) {
-            Some(Value::Stream(stream)) => stream.entries.keys().next().copied(),
+        BuildItem::Key => match walk.current {
+            Some((_, Value::Stream(stream))) => stream.entries.keys().next().copied(),
             _ => None,
         },
-        BuildItem::Entry => match map.get(&cursor.key[..]) {
-            Some(Value::Stream(stream)) => stream
+        BuildItem::Entry => match walk.current {
+            Some((_, Value::Stream(stream))) => stream
                 .entries
                 .range((Excluded(cursor.entry), Unbounded))
                 .next()
@@ -512,19 +559,9 @@ fn advance(map: &Map, cursor: &mut BuildCursor) {
         cursor.entry = id;
         return;
     }
-    let next_key = if cursor.item == BuildItem::Header {
-        map.keys().next()
-    } else {
-        map.range::<[u8], _>((Excluded(&cursor.key[..]), Unbounded))
-            .next()
-            .map(|(key, _)| key)
+    walk.current = walk.rest.next().map(|(key, value)| (&key[..], value));
+    cursor.item = match walk.current {
+        Some(_) => BuildItem::Key,
+        None => BuildItem::End,
     };
-    match next_key {
-        Some(key) => {
-            cursor.key.clear();
-            cursor.key.extend_from_slice(key);
-            cursor.item = BuildItem::Key;
-        }
-        None => cursor.item = BuildItem::End,
-    }
 }
