@@ -1030,7 +1030,12 @@ impl Transport {
                     && ((c.readable && c.phase != Phase::Up) || (c.writable && !c.outbox_empty()))
             });
         let spin = self.config.spin_before_park.min(wait);
-        let result = if wait.is_zero() || any_ready {
+        let result = if (wait.is_zero() || any_ready) && self.ring.submission().is_empty() {
+            // Nothing to hand over and no reason to sleep: completions are
+            // read from the shared queue without entering the kernel (the
+            // caller's own wait already ran any pending completion work).
+            Ok(0)
+        } else if wait.is_zero() || any_ready {
             self.ring.submit()
         } else if !spin.is_zero() && self.spin_for_completion(spin)? {
             Ok(0)

@@ -63,6 +63,14 @@ impl<S: StateMachine> ShardRequests<'_, S> {
         self.shard.shard
     }
 
+    /// Whether the frontend's fd ([`Frontend::fd`]) was found readable by
+    /// the loop's wait this turn (true when unknown). When false, the
+    /// frontend may skip asking its own epoll for events: the fd stays
+    /// readable and the next wait reports it (level-triggered).
+    pub fn input_ready(&self) -> bool {
+        self.shard.ready.frontend
+    }
+
     /// The group's leader as the core knows it now.
     pub fn leader(&self) -> Option<NodeId> {
         self.shard.raft.leader()

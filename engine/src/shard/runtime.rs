@@ -349,6 +349,9 @@ struct Shard<S: StateMachine> {
     /// Transport peer index → node id.
     peer_ids: Vec<NodeId>,
     deferred: Vec<VecDeque<Append>>,
+    /// Per peer, an ack held back while a follower write that covers more
+    /// is in flight (see `hold_ack`): one slot per peer.
+    held_acks: Vec<Option<crate::raft::message::Message>>,
     follower_writes: VecDeque<IoId>,
     /// Our proposals awaiting apply, in index order (bound: mailbox
     /// slots + `frontend_proposals_max`).
@@ -380,6 +383,38 @@ struct Shard<S: StateMachine> {
     worked: bool,
     /// Snapshot build, send and receive state.
     compaction: snapshot::Compaction,
+    /// Which eventfds the last `epoll_wait` reported readable: the loop
+    /// reads (clears) an eventfd only then, not every turn (two `read`s
+    /// per turn saved, most of which would find nothing).
+    ready: Ready,
+}
+
+/// Eventfds found readable by the last wait (level-triggered epoll: one
+/// not read stays readable, so nothing is missed by skipping the others).
+#[derive(Debug, Clone, Copy)]
+struct Ready {
+    wal: bool,
+    mailbox: bool,
+    /// The frontend's epoll fd (the frontend then asks it for events).
+    frontend: bool,
+}
+
+impl Ready {
+    /// Unknown (first turn): look at everything.
+    const ALL: Ready = Ready {
+        wal: true,
+        mailbox: true,
+        frontend: true,
+    };
+    /// The wait was interrupted: io_uring completion work ran (the WAL's
+    /// or the transport's; the transport's queue is read every turn anyway).
+    /// A mailbox or frontend fd that is readable too stays so and is
+    /// reported by the next wait, which then returns at once.
+    const INTERRUPTED: Ready = Ready {
+        wal: true,
+        mailbox: false,
+        frontend: false,
+    };
 }
 
 /// Starts a shard on a new thread. Returns once it has opened its WAL and
@@ -602,6 +637,7 @@ impl<S: StateMachine> Shard<S> {
             deferred: (0..peers)
                 .map(|_| VecDeque::with_capacity(bounds.deferred_appends_max))
                 .collect(),
+            held_acks: vec![None; peers],
             follower_writes: VecDeque::with_capacity(bounds.follower_writes_max),
             proposals: VecDeque::with_capacity(
                 bounds.mailbox_slots_max + bounds.frontend_proposals_max,
@@ -621,6 +657,7 @@ impl<S: StateMachine> Shard<S> {
             send_bytes_max,
             worked: false,
             compaction,
+            ready: Ready::ALL,
         })
     }
 
@@ -754,12 +791,30 @@ impl<S: StateMachine> Shard<S> {
                     source: error,
                 });
             }
+            self.ready = Ready::INTERRUPTED;
+            return Ok(());
+        }
+        let wal_fd = self.wal.completion_eventfd() as u64;
+        let mailbox_fd = self.shared.mailbox.eventfd() as u64;
+        let frontend_fd = self.frontend.as_ref().map(|f| f.fd() as u64);
+        self.ready = Ready {
+            wal: false,
+            mailbox: false,
+            frontend: false,
+        };
+        for event in &events[..n as usize] {
+            let fd = event.u64;
+            self.ready.wal |= fd == wal_fd;
+            self.ready.mailbox |= fd == mailbox_fd;
+            self.ready.frontend |= Some(fd) == frontend_fd;
         }
         Ok(())
     }
 
     fn reap_flushes(&mut self) -> Result<(), ShardError> {
-        self.wal.clear_completion_eventfd();
+        if self.ready.wal {
+            self.wal.clear_completion_eventfd();
+        }
         let flushed = self.wal.flush_reap().map_err(|e| self.wal_error(e))?;
         if flushed != self.raft.log().flushed_id() {
             self.worked = true;
@@ -892,7 +947,9 @@ impl<S: StateMachine> Shard<S> {
     }
 
     fn take_requests(&mut self) -> Result<(), ShardError> {
-        self.shared.mailbox.clear_eventfd();
+        if self.ready.mailbox {
+            self.shared.mailbox.clear_eventfd();
+        }
         for _ in 0..self.reads_retry.len() {
             let ticket = self.reads_retry.pop_front().expect("counted");
             self.start_read(ticket);
@@ -958,10 +1015,10 @@ impl<S: StateMachine> Shard<S> {
                         self.queue_snapshot_chunk(peer, msg);
                         continue;
                     }
-                    match wire::to_frame(&msg) {
-                        Some(frame) => self.transport.send_control(peer, frame),
-                        None => log::debug!("shard {}: not sent: {msg:?}", self.shard),
+                    if self.hold_ack(peer, &msg) {
+                        continue;
                     }
+                    self.send_message(peer, &msg);
                 }
                 Outgoing::Append(append) => {
                     let Some(peer) = self.transport.peer_index(append.to as u32) else {
@@ -976,13 +1033,77 @@ impl<S: StateMachine> Shard<S> {
                 }
             }
         }
+        // Order matters for latency: a leader's appends go out before its
+        // own write is submitted (the followers' writes then run alongside
+        // it), and a follower's write is submitted before its control
+        // messages are written (an ack sent now only repeats what is
+        // already durable; the one that counts follows the flush).
+        self.release_held_acks();
         self.send_deferred()?;
         self.send_snapshot_chunks();
-        self.transport.flush();
         self.wal.flush_submit().map_err(|e| self.wal_error(e))?;
+        self.transport.flush();
         self.apply()?;
         self.maybe_compact()?;
         Ok(())
+    }
+
+    fn send_message(&mut self, peer: usize, msg: &crate::raft::message::Message) {
+        match wire::to_frame(msg) {
+            Some(frame) => self.transport.send_control(peer, frame),
+            None => log::debug!("shard {}: not sent: {msg:?}", self.shard),
+        }
+    }
+
+    /// A follower answers every append at once, with what is durable so
+    /// far; while a write of the append's entries is in flight that answer
+    /// only repeats an older one, and the ack that counts follows the
+    /// write's flush (`reap_flushes`). Sending it anyway costs a send here
+    /// and a wake-up of the leader per append, on the 1-client critical
+    /// path and at full load alike, so it is held until that write is
+    /// durable: then either a newer ack replaced it, or it is sent
+    /// (`release_held_acks`). Returns true if `msg` was held.
+    fn hold_ack(&mut self, peer: usize, msg: &crate::raft::message::Message) -> bool {
+        let Body::AppendResponse { reject, index, .. } = msg.body else {
+            return false;
+        };
+        if reject {
+            return false;
+        }
+        // Any ack to this peer makes an older held one moot.
+        self.held_acks[peer] = None;
+        let covered_later = self
+            .follower_writes
+            .back()
+            .is_some_and(|write| write.index > index);
+        if index == 0 || !covered_later || msg.term != self.raft.term() {
+            return false;
+        }
+        self.held_acks[peer] = Some(*msg);
+        true
+    }
+
+    /// Sends each held ack whose reason to wait is gone (no follower write
+    /// beyond it in flight any more).
+    fn release_held_acks(&mut self) {
+        for peer in 0..self.held_acks.len() {
+            let Some(msg) = self.held_acks[peer] else {
+                continue;
+            };
+            let Body::AppendResponse { index, .. } = msg.body else {
+                unreachable!("only acks are held");
+            };
+            let waiting = self
+                .follower_writes
+                .back()
+                .is_some_and(|write| write.index > index);
+            if !waiting || msg.term != self.raft.term() {
+                self.held_acks[peer] = None;
+                if msg.term == self.raft.term() {
+                    self.send_message(peer, &msg);
+                }
+            }
+        }
     }
 
     fn send_deferred(&mut self) -> Result<(), ShardError> {

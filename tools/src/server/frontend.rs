@@ -724,14 +724,20 @@ impl Frontend<Kv> for ClientService {
     }
 
     fn poll(&mut self, requests: &mut ShardRequests<'_, Kv>) {
-        // SAFETY: `events` is a valid array of EVENTS_MAX epoll_event.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.epoll.as_raw_fd(),
-                self.events.as_mut_ptr(),
-                EVENTS_MAX as i32,
-                0,
-            )
+        // A system call saved on most loop turns: the shard's own wait says
+        // whether our epoll fd has anything.
+        let n = if requests.input_ready() {
+            // SAFETY: `events` is a valid array of EVENTS_MAX epoll_event.
+            unsafe {
+                libc::epoll_wait(
+                    self.epoll.as_raw_fd(),
+                    self.events.as_mut_ptr(),
+                    EVENTS_MAX as i32,
+                    0,
+                )
+            }
+        } else {
+            0
         };
         for k in 0..n.max(0) as usize {
             match self.events[k].u64 {
