@@ -4,7 +4,11 @@
 //! that conflicts with its suffix (truncation). After a restart, the
 //! follower's WAL holds exactly the leader's log.
 
-use std::net::{SocketAddr, TcpListener};
+// Reserved loopback ports (below the ephemeral range, one owner at a
+// time), shared with the other crates' tests.
+#[path = "../../tools/tests/common/ports.rs"]
+mod ports;
+
 use std::time::{Duration, Instant};
 
 use ringraft_engine::shard::{
@@ -56,13 +60,6 @@ impl StateMachine for Nothing {
             got: 0,
         })
     }
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 /// A payload that names its entry; sizes vary from empty to 40 KB.
@@ -135,7 +132,7 @@ impl ScriptedLeader {
 #[test]
 fn a_follower_log_matches_the_leader_after_overlaps_and_a_truncation() {
     let dir = tempfile::tempdir().unwrap();
-    let (follower_addr, leader_addr) = (free_addr(), free_addr());
+    let (follower_addr, leader_addr) = (ports::addr(), ports::addr());
     let peers = vec![(1, follower_addr), (2, leader_addr)];
     let mut config = NodeConfig::new(1, peers, 1, dir.path().join("n1"));
     config.wal.capacity_bytes = 16 << 20;
