@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{ClusterPorts, bulk, ports, serve};
@@ -333,89 +333,39 @@ fn a_three_node_cluster_keeps_every_acknowledged_write_across_a_leader_kill() {
 #[test]
 fn a_node_refuses_bad_flags_a_port_in_use_and_another_clusters_wal() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = env!("CARGO_BIN_EXE_ringraft");
-    let run = |args: &[&str]| {
-        let out = Command::new(bin).args(args).output().unwrap();
+    let data = dir.path().join("n1");
+    let client: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let run = |id: u64, peers: &str, extra: &[&str]| {
+        let out = serve(id, &data, peers, client)
+            .args(extra)
+            .output()
+            .unwrap();
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stderr).to_string(),
         )
     };
-    let data = dir.path().join("n1");
-    let data = data.to_str().unwrap();
-    let (ok, err) = run(&[
-        "serve",
-        "--id",
-        "4",
-        "--data-dir",
-        data,
-        "--peers",
-        "1=127.0.0.1:1",
-        "--client-addr",
-        "127.0.0.1:0",
-    ]);
+    let (ok, err) = run(4, "1=127.0.0.1:1", &[]);
     assert!(!ok && err.contains("--id 4 is not in --peers"), "{err}");
-    let (ok, err) = run(&[
-        "serve",
-        "--id",
-        "1",
-        "--data-dir",
-        data,
-        "--peers",
-        "1=nowhere",
-        "--client-addr",
-        "127.0.0.1:0",
-    ]);
+    let (ok, err) = run(1, "1=nowhere", &[]);
     assert!(!ok && err.contains("cannot resolve"), "{err}");
 
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = taken.local_addr().unwrap().port();
-    let peers = format!("1=127.0.0.1:{port}");
-    let (ok, err) = run(&[
-        "serve",
-        "--id",
-        "1",
-        "--data-dir",
-        data,
-        "--peers",
-        &peers,
-        "--client-addr",
-        "127.0.0.1:0",
-        "--shards",
-        "1",
-        "--wal-mib",
-        "16",
-    ]);
+    let peers = format!("1={}", taken.local_addr().unwrap());
+    let (ok, err) = run(1, &peers, &["--shards", "1", "--wal-mib", "16"]);
     assert!(
         !ok && err.contains("cannot listen on") && err.contains("in use"),
         "{err}"
     );
 
     // A WAL made for cluster 7 is refused by a node of cluster 8.
-    let free = ports::block(1);
-    let peers = format!("1=127.0.0.1:{free}");
-    let mut child = Command::new(bin)
-        .args([
-            "serve",
-            "--id",
-            "1",
-            "--data-dir",
-            data,
-            "--peers",
-            &peers,
-            "--client-addr",
-            "127.0.0.1:0",
-            "--shards",
-            "1",
-            "--wal-mib",
-            "16",
-            "--cluster-id",
-            "7",
-        ])
+    let peers = format!("1={}", ports::addr());
+    let mut child = serve(1, &data, &peers, client)
+        .args(["--shards", "1", "--wal-mib", "16", "--cluster-id", "7"])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let wal = Path::new(data).join("shard-0.wal");
+    let wal = data.join("shard-0.wal");
     let made_by = Instant::now() + Duration::from_secs(20);
     while !(wal.exists() && std::fs::metadata(&wal).unwrap().len() > 16 << 20) {
         assert!(Instant::now() < made_by, "no WAL created");
@@ -424,22 +374,7 @@ fn a_node_refuses_bad_flags_a_port_in_use_and_another_clusters_wal() {
     std::thread::sleep(Duration::from_millis(500));
     let _ = child.kill();
     let _ = child.wait();
-    let free = ports::block(1);
-    let peers = format!("1=127.0.0.1:{free}");
-    let (ok, err) = run(&[
-        "serve",
-        "--id",
-        "1",
-        "--data-dir",
-        data,
-        "--peers",
-        &peers,
-        "--client-addr",
-        "127.0.0.1:0",
-        "--shards",
-        "1",
-        "--cluster-id",
-        "8",
-    ]);
+    let peers = format!("1={}", ports::addr());
+    let (ok, err) = run(1, &peers, &["--shards", "1", "--cluster-id", "8"]);
     assert!(!ok && err.contains("cluster"), "{err}");
 }
