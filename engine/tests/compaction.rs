@@ -5,7 +5,12 @@
 //! its log comes back through a snapshot, catches up and, leading again,
 //! reads the same registers as the writers expect.
 
-use std::net::{SocketAddr, TcpListener};
+// Reserved loopback ports (below the ephemeral range, one owner at a
+// time), shared with the other crates' tests.
+#[path = "../../tools/tests/common/ports.rs"]
+mod ports;
+
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -160,13 +165,6 @@ impl log::Log for StderrLogger {
 }
 static LOGGER: StderrLogger = StderrLogger;
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 /// Starts node `id`, retrying while its peer port is still taken (a
 /// stopped node's port, in the ephemeral range, can be held for a moment
 /// by another node's reconnect attempts).
@@ -265,7 +263,7 @@ fn snapshot_of(dir: &Path, id: u64) -> Option<SnapshotHeader> {
 fn a_node_behind_the_purge_point_catches_up_through_a_multi_chunk_snapshot() {
     let _ = log::set_logger(&LOGGER).map(|()| log::set_max_level(log::LevelFilter::Info));
     let dir = tempfile::tempdir().unwrap();
-    let peers: Vec<(u64, SocketAddr)> = (1..=3).map(|id| (id, free_addr())).collect();
+    let peers: Vec<(u64, SocketAddr)> = (1..=3).map(|id| (id, ports::addr())).collect();
     let mut nodes: Vec<Option<Node>> = peers
         .iter()
         .map(|&(id, _)| Some(start(id, &peers, dir.path())))
@@ -322,7 +320,7 @@ fn a_node_behind_the_purge_point_catches_up_through_a_multi_chunk_snapshot() {
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(file.metadata().unwrap().len() - 1).unwrap();
     // Fresh ports: only the snapshot is under test here.
-    let peers: Vec<(u64, SocketAddr)> = (1..=3).map(|id| (id, free_addr())).collect();
+    let peers: Vec<(u64, SocketAddr)> = (1..=3).map(|id| (id, ports::addr())).collect();
     let error = match try_start(2, &peers, dir.path()) {
         Ok(_) => panic!("a node started on a damaged snapshot"),
         Err(error) => error.to_string(),
@@ -339,7 +337,7 @@ fn a_node_behind_the_purge_point_catches_up_through_a_multi_chunk_snapshot() {
 #[test]
 fn a_ring_too_small_to_receive_a_frame_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let peers: Vec<(u64, SocketAddr)> = (1..=3).map(|id| (id, free_addr())).collect();
+    let peers: Vec<(u64, SocketAddr)> = (1..=3).map(|id| (id, ports::addr())).collect();
     let mut small = config(1, &peers, dir.path());
     // A WAL this small needs smaller writes and file reads to be valid;
     // the check is the node's own, about the peer frames it receives.

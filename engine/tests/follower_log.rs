@@ -5,8 +5,13 @@
 //! half-received frame sits in the ring when a new term begins. After a
 //! restart, the follower's WAL holds exactly the leaders' log.
 
+// Reserved loopback ports (below the ephemeral range, one owner at a
+// time), shared with the other crates' tests.
+#[path = "../../tools/tests/common/ports.rs"]
+mod ports;
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use ringraft_engine::shard::{
@@ -60,13 +65,6 @@ impl StateMachine for Nothing {
             got: 0,
         })
     }
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 /// A payload that names its entry; sizes vary from empty to 40 KB.
@@ -231,7 +229,7 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn a_stale_leaders_partial_frame_in_the_ring_is_dropped_for_the_new_leader() {
     let dir = tempfile::tempdir().unwrap();
-    let (follower_addr, old_addr, new_addr) = (free_addr(), free_addr(), free_addr());
+    let (follower_addr, old_addr, new_addr) = (ports::addr(), ports::addr(), ports::addr());
     let peers = vec![(1, follower_addr), (2, old_addr), (3, new_addr)];
     let (node, wal_path) = start_follower(peers, dir.path().join("n1"));
 
@@ -301,7 +299,7 @@ fn a_stale_leaders_partial_frame_in_the_ring_is_dropped_for_the_new_leader() {
 #[test]
 fn a_follower_log_matches_the_leader_after_overlaps_and_a_truncation() {
     let dir = tempfile::tempdir().unwrap();
-    let (follower_addr, leader_addr) = (free_addr(), free_addr());
+    let (follower_addr, leader_addr) = (ports::addr(), ports::addr());
     let peers = vec![(1, follower_addr), (2, leader_addr)];
     let (node, wal_path) = start_follower(peers, dir.path().join("n1"));
     let mut leader = scripted_leader(2, leader_addr, follower_addr);

@@ -2,7 +2,12 @@
 //! refuses another node id, voter set or shard count, and accepts a voter
 //! that moved to another address.
 
-use std::net::{SocketAddr, TcpListener};
+// Reserved loopback ports (below the ephemeral range, one owner at a
+// time), shared with the other crates' tests.
+#[path = "../../tools/tests/common/ports.rs"]
+mod ports;
+
+use std::net::SocketAddr;
 use std::path::Path;
 
 use ringraft_engine::shard::membership::MembershipError;
@@ -51,24 +56,10 @@ impl StateMachine for Nothing {
     }
 }
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// An address whose port and the next are free (a node of two shards listens on both).
+/// The first of two consecutive reserved ports (a node of two shards
+/// listens on both).
 fn free_pair() -> SocketAddr {
-    loop {
-        let first = TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = first.local_addr().unwrap();
-        let mut next = address;
-        next.set_port(address.port() + 1);
-        if TcpListener::bind(next).is_ok() {
-            return address;
-        }
-    }
+    SocketAddr::from(([127, 0, 0, 1], ports::block(2)))
 }
 
 fn start(id: u64, peers: &[(u64, SocketAddr)], shards: u32, dir: &Path) -> Result<Node, NodeError> {
@@ -87,7 +78,7 @@ fn start(id: u64, peers: &[(u64, SocketAddr)], shards: u32, dir: &Path) -> Resul
 fn a_restart_with_another_membership_is_refused_and_a_moved_address_is_not() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("node");
-    let (a, b, c) = (free_pair(), free_addr(), free_addr());
+    let (a, b, c) = (free_pair(), ports::addr(), ports::addr());
     let peers = [(1, a), (2, b), (3, c)];
     start(1, &peers, 1, &data).unwrap().stop().unwrap();
     assert!(data.join("shard-0.wal").exists());
@@ -120,7 +111,7 @@ fn a_restart_with_another_membership_is_refused_and_a_moved_address_is_not() {
         }
     ));
     // Node 3 moved: same voters, so the node starts (and records the move).
-    let moved = free_addr();
+    let moved = ports::addr();
     let node = start(1, &[(1, a), (2, b), (3, moved)], 1, &data).unwrap();
     node.stop().unwrap();
     start(1, &[(1, a), (2, b), (3, moved)], 1, &data)
@@ -133,7 +124,7 @@ fn a_restart_with_another_membership_is_refused_and_a_moved_address_is_not() {
 fn a_data_directory_of_the_previous_version_is_adopted() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("node");
-    let peers = [(1, free_addr()), (2, free_addr())];
+    let peers = [(1, ports::addr()), (2, ports::addr())];
     start(1, &peers, 1, &data).unwrap().stop().unwrap();
     // The previous version wrote no membership file.
     std::fs::remove_file(data.join("membership")).unwrap();

@@ -4,7 +4,12 @@
 //! refused with `RequestError::Busy` after `admission_timeout` (not a
 //! hang); once the followers are back, proposals commit again.
 
-use std::net::{SocketAddr, TcpListener};
+// Reserved loopback ports (below the ephemeral range, one owner at a
+// time), shared with the other crates' tests.
+#[path = "../../tools/tests/common/ports.rs"]
+mod ports;
+
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -60,13 +65,6 @@ impl StateMachine for Journal {
     }
 }
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 fn start(id: u64, peers: &[(u64, SocketAddr)], dir: &Path) -> Node {
     let mut config = NodeConfig::new(id, peers.to_vec(), 1, dir.join(format!("n{id}")));
     config.wal.capacity_bytes = 16 << 20;
@@ -98,7 +96,7 @@ fn leader(nodes: &[Option<Node>]) -> usize {
 #[test]
 fn a_proposal_not_admitted_in_time_is_refused_busy_and_the_group_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let peers: Vec<(u64, SocketAddr)> = (1..=3).map(|id| (id, free_addr())).collect();
+    let peers: Vec<(u64, SocketAddr)> = (1..=3).map(|id| (id, ports::addr())).collect();
     let mut nodes: Vec<Option<Node>> = peers
         .iter()
         .map(|&(id, _)| Some(start(id, &peers, dir.path())))

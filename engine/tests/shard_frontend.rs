@@ -3,8 +3,12 @@
 //! straight into the ring with a tag, and gets every tag back exactly
 //! once, in order, with the state machine's reply.
 
+// Reserved loopback ports (below the ephemeral range, one owner at a
+// time), shared with the other crates' tests.
+#[path = "../../tools/tests/common/ports.rs"]
+mod ports;
+
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -113,10 +117,7 @@ impl Frontend<Journal> for PipeFrontend {
 #[test]
 fn a_frontend_proposes_on_the_shard_thread_and_gets_each_tag_back_once_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let peer: SocketAddr = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let peer = ports::addr();
     let mut config = NodeConfig::new(1, vec![(1, peer)], 1, dir.path().into());
     config.wal.capacity_bytes = 16 << 20;
     config.wal.ring_bytes = 8 << 20;

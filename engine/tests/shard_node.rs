@@ -2,7 +2,12 @@
 //! proposals commit and apply, a stopped leader is replaced, and the node
 //! restarted from its WAL replays and catches up.
 
-use std::net::{SocketAddr, TcpListener};
+// Reserved loopback ports (below the ephemeral range, one owner at a
+// time), shared with the other crates' tests.
+#[path = "../../tools/tests/common/ports.rs"]
+mod ports;
+
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -58,13 +63,6 @@ impl StateMachine for Journal {
     }
 }
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 fn start(id: u64, peers: &[(u64, SocketAddr)], dir: &Path) -> Node {
     let mut config = NodeConfig::new(id, peers.to_vec(), 1, dir.join(format!("n{id}")));
     config.wal.capacity_bytes = 16 << 20;
@@ -107,7 +105,7 @@ fn propose(nodes: &[Option<Node>], byte: u8) -> u64 {
 #[test]
 fn a_group_of_three_nodes_commits_fails_over_and_replays_its_wal() {
     let dir = tempfile::tempdir().unwrap();
-    let peers: Vec<(u64, SocketAddr)> = (1..=3).map(|id| (id, free_addr())).collect();
+    let peers: Vec<(u64, SocketAddr)> = (1..=3).map(|id| (id, ports::addr())).collect();
     let mut nodes: Vec<Option<Node>> = peers
         .iter()
         .map(|&(id, _)| Some(start(id, &peers, dir.path())))

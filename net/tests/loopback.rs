@@ -1,7 +1,13 @@
 //! The transport over real loopback sockets, each node's shard on its own
-//! thread. Ports are ephemeral (bound to port 0 first), so tests never
-//! collide. Every wait is for an observable condition, bounded by a deadline
-//! that only a broken transport reaches.
+//! thread. Ports are reserved (`ports`), so tests never collide and a
+//! transport restarted on its port finds it free. Every wait is for an
+//! observable condition, bounded by a deadline that only a broken transport
+//! reaches.
+
+// Reserved loopback ports (below the ephemeral range, one owner at a
+// time), shared with the other crates' tests.
+#[path = "../../tools/tests/common/ports.rs"]
+mod ports;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -24,9 +30,13 @@ const SHARD: u32 = 3;
 const DEADLINE: Duration = Duration::from_secs(20);
 const TICK: Duration = Duration::from_millis(5);
 
+/// A listener on a reserved port: some tests stop a transport and listen
+/// on its port again while the other side keeps reconnecting to it. An
+/// ephemeral port could meanwhile become the source port of one of those
+/// reconnects (a connection to itself), and the new listen would fail.
 fn listener() -> (TcpListener, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
+    let address = ports::addr();
+    let listener = TcpListener::bind(address).unwrap();
     (listener, address)
 }
 

@@ -2,8 +2,11 @@
 //! process with `--in-process`) and `ringraft cluster` (node processes):
 //! each runs a real local cluster and cleans up after itself.
 //!
-//! Base ports are below Linux's ephemeral range (32768-60999): an outgoing
-//! connection of a concurrent test could otherwise hold one.
+//! Base ports come from `common::ports`: below Linux's ephemeral range (an
+//! outgoing connection of a concurrent test could otherwise hold one) and
+//! never the same for two tests running at once.
+
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -14,18 +17,26 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+/// Ports a 3-node launcher cluster takes from its base port: clients at
+/// `base + 0..3`, peers from `base + 1000`, 256 a node (see
+/// tools/src/bench/local_cluster.rs).
+const CLUSTER_PORTS: u16 = 1000 + 3 * 256;
+
 fn ringraft() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ringraft"))
 }
 
-/// Runs `ringraft bench` with `args` plus `--json`; returns the JSON, the
-/// stdout and the announced (then removed) data directory.
+/// Runs `ringraft bench` with `args` plus `--json` and reserved
+/// `--base-port`; returns the JSON, the stdout and the announced (then
+/// removed) data directory.
 fn bench(args: &[&str]) -> (Value, String, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let json_path = dir.path().join("out.json");
+    let base_port = common::ports::block(CLUSTER_PORTS);
     let output = ringraft()
         .arg("bench")
         .args(args)
+        .args(["--base-port", &base_port.to_string()])
         .args(["--json", json_path.to_str().unwrap()])
         .output()
         .unwrap();
@@ -71,8 +82,6 @@ fn bench_without_target_runs_a_local_cluster_of_processes_and_removes_it() {
         // default ones (process tests cover fsync).
         "--durability",
         "none",
-        "--base-port",
-        "23001",
     ]);
     assert!(data_dir.starts_with("/var/tmp"), "{}", data_dir.display());
     assert!(!data_dir.exists(), "{} left behind", data_dir.display());
@@ -105,8 +114,6 @@ fn an_in_process_cluster_allocates_nothing_per_request_once_every_key_exists() {
         "8",
         "--keys",
         "64",
-        "--base-port",
-        "23101",
     ]);
     assert!(!data_dir.exists(), "{} left behind", data_dir.display());
     assert_only_retryable_errors(&json);
@@ -164,7 +171,7 @@ fn wait_ready(lines: &mpsc::Receiver<String>) -> bool {
 #[test]
 fn cluster_launcher_prints_addresses_and_stops_every_node() {
     let dir = tempfile::tempdir().unwrap();
-    let base_port: u16 = 25001;
+    let base_port = common::ports::block(CLUSTER_PORTS);
     let (mut launcher, lines) = launch(base_port, dir.path());
     let mut seen = Vec::new();
     for id in 1..=3u16 {
@@ -190,7 +197,7 @@ fn cluster_launcher_prints_addresses_and_stops_every_node() {
 #[test]
 fn cluster_launcher_reports_a_node_that_dies_and_stops_the_others() {
     let dir = tempfile::tempdir().unwrap();
-    let base_port: u16 = 27001;
+    let base_port = common::ports::block(CLUSTER_PORTS);
     let (launcher, lines) = launch(base_port, dir.path());
     let node_lines: Vec<String> = (0..3)
         .map(|_| lines.recv_timeout(Duration::from_secs(10)).unwrap())

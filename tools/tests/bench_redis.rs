@@ -3,12 +3,15 @@
 //! Redis Cluster. Each test says so and passes only if the binary is
 //! missing, so a machine without Redis still runs the rest.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::ports;
 use serde_json::Value;
 
 fn ringraft(args: &[&str]) -> Output {
@@ -29,15 +32,7 @@ fn have_redis() -> bool {
     found
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A redis-server on an ephemeral port, killed on drop.
+/// A redis-server on a reserved port, killed on drop.
 struct Redis {
     child: Child,
     port: u16,
@@ -46,11 +41,11 @@ struct Redis {
 
 impl Redis {
     fn start(extra: &[&str]) -> Redis {
-        // A port taken between free_port and redis's bind makes it exit:
-        // try another.
+        // A port some other program took after it was reserved makes
+        // redis exit: try another.
         for _ in 0..5 {
             let dir = tempfile::tempdir().unwrap();
-            let port = free_port();
+            let port = ports::block(1);
             let child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no"])
@@ -358,7 +353,7 @@ fn redis_cluster_slot_map_and_moved_replies_route_every_key() {
     }
     let masters: Vec<Redis> = (0..3)
         .map(|_| {
-            let bus = free_port().to_string();
+            let bus = ports::block(1).to_string();
             Redis::start(&["--cluster-enabled", "yes", "--cluster-port", &bus])
         })
         .collect();

@@ -1,5 +1,7 @@
 //! The `ringraft` binary as a user runs it, on real WAL files.
 
+mod common;
+
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -180,16 +182,10 @@ fn an_unknown_durability_is_refused_naming_the_choices() {
     }
 }
 
-/// A port nothing listens on right now (bound once, then released).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 #[test]
 fn serve_stops_on_sigterm_with_status_zero() {
     let dir = temp_dir();
-    let (peer_port, client_port) = (free_port(), free_port());
+    let (peer_port, client_port) = (common::ports::block(1), common::ports::block(1));
     let peers = format!("1=127.0.0.1:{peer_port}");
     let client = format!("127.0.0.1:{client_port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringraft"))

@@ -2,30 +2,22 @@
 //! other `--peers` (or another `--id`): non-zero exit, both values named on
 //! stderr, the data directory left as it was.
 
-use std::net::{SocketAddr, TcpListener};
+mod common;
+
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
+
+use common::ports;
 use std::time::{Duration, Instant};
 
 /// Only a hung process takes this long.
 const DEADLINE: Duration = Duration::from_secs(20);
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 fn serve(id: u64, peers: &[(u64, SocketAddr)], client: SocketAddr, dir: &Path) -> Command {
     let peers: Vec<String> = peers.iter().map(|(id, a)| format!("{id}={a}")).collect();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ringraft"));
+    let mut command = common::serve(id, dir, &peers.join(","), client);
     command
-        .args(["serve", "--id", &id.to_string()])
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--peers", &peers.join(",")])
-        .args(["--client-addr", &client.to_string()])
         .args(["--shards", "1", "--wal-mib", "16", "--no-pin"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -59,8 +51,8 @@ fn finish(mut child: Child) -> (ExitStatus, String) {
 fn serve_refuses_a_restart_with_other_peers_or_another_id() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("node-1");
-    let peers = [(1, free_addr()), (2, free_addr()), (3, free_addr())];
-    let client = free_addr();
+    let peers = [(1, ports::addr()), (2, ports::addr()), (3, ports::addr())];
+    let client = ports::addr();
 
     // First start: the node creates its WAL and records its membership.
     let mut first = serve(1, &peers, client, &data)
@@ -81,7 +73,7 @@ fn serve_refuses_a_restart_with_other_peers_or_another_id() {
     let membership = std::fs::read(data.join("membership")).unwrap();
 
     // Other peers: node 4 instead of node 3.
-    let other_peers = [peers[0], peers[1], (4, free_addr())];
+    let other_peers = [peers[0], peers[1], (4, ports::addr())];
     let child = serve(1, &other_peers, client, &data).spawn().unwrap();
     let (status, stderr) = finish(child);
     assert!(

@@ -3,54 +3,24 @@
 //! leader, and the killed node restarts from its WAL and catches up. A
 //! client records every acknowledged write and finds each one at the end.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use ringraft_tools::service::resp::{parse_moved, reply_len};
+use common::{ClusterPorts, bulk, ports, serve};
+use ringraft_tools::service::resp::parse_moved;
 
 const NODES: u64 = 3;
 const SHARDS: u16 = 2;
 
-/// Ports: node k's client port is `base + k`, its peer ports `base + 100 k + shard`.
-fn free_base() -> u16 {
-    let seed = std::process::id() as u64
-        ^ Instant::now().elapsed().as_nanos() as u64
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos() as u64;
-    for attempt in 0..200u64 {
-        let base = 20_000 + ((seed.wrapping_mul(7919) + attempt * 1237) % 40_000) as u16;
-        let ports = (1..=NODES as u16).flat_map(|k| {
-            std::iter::once(base + k).chain((0..SHARDS).map(move |s| base + 100 * k + s))
-        });
-        let listeners: Vec<_> = ports.map(|p| TcpListener::bind(("127.0.0.1", p))).collect();
-        if listeners.iter().all(Result::is_ok) {
-            return base;
-        }
-    }
-    panic!("no free port range found");
-}
-
-/// Where clients reach each node (copyable into writer threads).
-#[derive(Debug, Clone, Copy)]
-struct Clients {
-    base: u16,
-}
-
-impl Clients {
-    fn client(&self, id: u64) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.base + id as u16))
-    }
-}
-
 /// A cluster of child processes, all killed when dropped (even on panic).
 struct Cluster {
-    base: u16,
+    /// Reserved for the whole test: the killed node restarts on its ports.
+    ports: ClusterPorts,
     dir: PathBuf,
     children: Vec<Option<Child>>,
 }
@@ -58,7 +28,7 @@ struct Cluster {
 impl Cluster {
     fn start(dir: &Path) -> Cluster {
         let mut cluster = Cluster {
-            base: free_base(),
+            ports: ClusterPorts::reserve(NODES as u16, SHARDS),
             dir: dir.to_path_buf(),
             children: (0..NODES).map(|_| None).collect(),
         };
@@ -69,24 +39,13 @@ impl Cluster {
     }
 
     fn client(&self, id: u64) -> SocketAddr {
-        self.clients().client(id)
-    }
-
-    fn clients(&self) -> Clients {
-        Clients { base: self.base }
+        self.ports.client(id)
     }
 
     fn spawn(&mut self, id: u64) {
-        let peers: Vec<String> = (1..=NODES)
-            .map(|k| format!("{k}=127.0.0.1:{}", self.base + 100 * k as u16))
-            .collect();
         let log = std::fs::File::create(self.dir.join(format!("node-{id}.log"))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ringraft"))
-            .args(["serve", "--id", &id.to_string()])
-            .arg("--data-dir")
-            .arg(self.dir.join(format!("node-{id}")))
-            .args(["--peers", &peers.join(",")])
-            .args(["--client-addr", &self.client(id).to_string()])
+        let data_dir = self.dir.join(format!("node-{id}"));
+        let child = serve(id, &data_dir, &self.ports.peers_arg(NODES), self.client(id))
             .args(["--shards", &SHARDS.to_string(), "--wal-mib", "16"])
             .stdout(Stdio::null())
             .stderr(log)
@@ -126,37 +85,16 @@ impl Drop for Cluster {
 
 /// Sends one command to `addr` and returns the raw reply.
 fn call_once(addr: SocketAddr, args: &[&[u8]]) -> std::io::Result<Vec<u8>> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-    stream.set_read_timeout(Some(Duration::from_secs(6)))?;
-    let mut request = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        request.extend_from_slice(arg);
-        request.extend_from_slice(b"\r\n");
-    }
-    stream.write_all(&request)?;
-    let mut reply = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Ok(Some(len)) = reply_len(&reply) {
-            reply.truncate(len);
-            return Ok(reply);
-        }
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        reply.extend_from_slice(&buf[..n]);
-    }
+    common::call_once(addr, args, Duration::from_secs(6))
 }
 
 /// A command as a cluster client runs it: follows -MOVED, retries while a
 /// group has no leader or a node is down, until `deadline`.
 fn call(cluster: &Cluster, start: u64, args: &[&[u8]], deadline: Duration) -> Vec<u8> {
-    call_via(cluster.clients(), start, args, deadline)
+    call_via(cluster.ports, start, args, deadline)
 }
 
-fn call_via(cluster: Clients, start: u64, args: &[&[u8]], deadline: Duration) -> Vec<u8> {
+fn call_via(cluster: ClusterPorts, start: u64, args: &[&[u8]], deadline: Duration) -> Vec<u8> {
     let until = Instant::now() + deadline;
     let mut addr = cluster.client(start);
     let mut next = start;
@@ -184,13 +122,6 @@ fn call_via(cluster: Clients, start: u64, args: &[&[u8]], deadline: Duration) ->
             String::from_utf8_lossy(args[0])
         );
     }
-}
-
-fn bulk(value: &[u8]) -> Vec<u8> {
-    let mut out = format!("${}\r\n", value.len()).into_bytes();
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-    out
 }
 
 /// `shardN:role=...,term=T,leader=L,commit=C,applied=A` lines of INFO replication.
@@ -290,7 +221,7 @@ fn a_three_node_cluster_keeps_every_acknowledged_write_across_a_leader_kill() {
     // A second client writes all along, through the kill and the restart.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let background = {
-        let (clients, stop) = (cluster.clients(), stop.clone());
+        let (clients, stop) = (cluster.ports, stop.clone());
         std::thread::spawn(move || {
             let mut acked = BTreeMap::new();
             let mut i = 0u64;
@@ -402,93 +333,39 @@ fn a_three_node_cluster_keeps_every_acknowledged_write_across_a_leader_kill() {
 #[test]
 fn a_node_refuses_bad_flags_a_port_in_use_and_another_clusters_wal() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = env!("CARGO_BIN_EXE_ringraft");
-    let run = |args: &[&str]| {
-        let out = Command::new(bin).args(args).output().unwrap();
+    let data = dir.path().join("n1");
+    let client: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let run = |id: u64, peers: &str, extra: &[&str]| {
+        let out = serve(id, &data, peers, client)
+            .args(extra)
+            .output()
+            .unwrap();
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stderr).to_string(),
         )
     };
-    let data = dir.path().join("n1");
-    let data = data.to_str().unwrap();
-    let (ok, err) = run(&[
-        "serve",
-        "--id",
-        "4",
-        "--data-dir",
-        data,
-        "--peers",
-        "1=127.0.0.1:1",
-        "--client-addr",
-        "127.0.0.1:0",
-    ]);
+    let (ok, err) = run(4, "1=127.0.0.1:1", &[]);
     assert!(!ok && err.contains("--id 4 is not in --peers"), "{err}");
-    let (ok, err) = run(&[
-        "serve",
-        "--id",
-        "1",
-        "--data-dir",
-        data,
-        "--peers",
-        "1=nowhere",
-        "--client-addr",
-        "127.0.0.1:0",
-    ]);
+    let (ok, err) = run(1, "1=nowhere", &[]);
     assert!(!ok && err.contains("cannot resolve"), "{err}");
 
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = taken.local_addr().unwrap().port();
-    let peers = format!("1=127.0.0.1:{port}");
-    let (ok, err) = run(&[
-        "serve",
-        "--id",
-        "1",
-        "--data-dir",
-        data,
-        "--peers",
-        &peers,
-        "--client-addr",
-        "127.0.0.1:0",
-        "--shards",
-        "1",
-        "--wal-mib",
-        "16",
-    ]);
+    let peers = format!("1={}", taken.local_addr().unwrap());
+    let (ok, err) = run(1, &peers, &["--shards", "1", "--wal-mib", "16"]);
     assert!(
         !ok && err.contains("cannot listen on") && err.contains("in use"),
         "{err}"
     );
 
     // A WAL made for cluster 7 is refused by a node of cluster 8.
-    let free = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let peers = format!("1=127.0.0.1:{free}");
-    let mut child = Command::new(bin)
-        .args([
-            "serve",
-            "--id",
-            "1",
-            "--data-dir",
-            data,
-            "--peers",
-            &peers,
-            "--client-addr",
-            "127.0.0.1:0",
-            "--shards",
-            "1",
-            "--wal-mib",
-            "16",
-            "--cluster-id",
-            "7",
-        ])
+    let peers = format!("1={}", ports::addr());
+    let mut child = serve(1, &data, &peers, client)
+        .args(["--shards", "1", "--wal-mib", "16", "--cluster-id", "7"])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let wal = Path::new(data).join("shard-0.wal");
+    let wal = data.join("shard-0.wal");
     let made_by = Instant::now() + Duration::from_secs(20);
     while !(wal.exists() && std::fs::metadata(&wal).unwrap().len() > 16 << 20) {
         assert!(Instant::now() < made_by, "no WAL created");
@@ -497,26 +374,7 @@ fn a_node_refuses_bad_flags_a_port_in_use_and_another_clusters_wal() {
     std::thread::sleep(Duration::from_millis(500));
     let _ = child.kill();
     let _ = child.wait();
-    let free = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let peers = format!("1=127.0.0.1:{free}");
-    let (ok, err) = run(&[
-        "serve",
-        "--id",
-        "1",
-        "--data-dir",
-        data,
-        "--peers",
-        &peers,
-        "--client-addr",
-        "127.0.0.1:0",
-        "--shards",
-        "1",
-        "--cluster-id",
-        "8",
-    ]);
+    let peers = format!("1={}", ports::addr());
+    let (ok, err) = run(1, &peers, &["--shards", "1", "--cluster-id", "8"]);
     assert!(!ok && err.contains("cluster"), "{err}");
 }

@@ -5,54 +5,34 @@
 //! `-BUSY` after `--admission-timeout-ms`: no hang, no memory growth. Once
 //! the followers resume, writes are acknowledged again.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+mod common;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use ringraft_tools::service::resp::{parse_moved, reply_len};
+use common::{ClusterPorts, command, read_replies, serve};
+use ringraft_tools::service::resp::parse_moved;
 
 const NODES: u16 = 3;
 
 struct Cluster {
-    base: u16,
+    ports: ClusterPorts,
     children: Vec<Child>,
     dir: std::path::PathBuf,
 }
 
-fn free_base() -> u16 {
-    let seed = std::process::id() as u64
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos() as u64;
-    for attempt in 0..200u64 {
-        let base = 20_000 + ((seed.wrapping_mul(6151) + attempt * 1409) % 40_000) as u16;
-        let ports = (1..=NODES).flat_map(|k| [base + k, base + 100 * k]);
-        let listeners: Vec<_> = ports.map(|p| TcpListener::bind(("127.0.0.1", p))).collect();
-        if listeners.iter().all(Result::is_ok) {
-            return base;
-        }
-    }
-    panic!("no free port range found");
-}
-
 impl Cluster {
     fn start(dir: &Path) -> Cluster {
-        let base = free_base();
-        let peers: Vec<String> = (1..=NODES)
-            .map(|k| format!("{k}=127.0.0.1:{}", base + 100 * k))
-            .collect();
+        let ports = ClusterPorts::reserve(NODES, 1);
+        let peers = ports.peers_arg(NODES.into());
         let children = (1..=NODES)
             .map(|id| {
                 let log = std::fs::File::create(dir.join(format!("node-{id}.log"))).unwrap();
-                Command::new(env!("CARGO_BIN_EXE_ringraft"))
-                    .args(["serve", "--id", &id.to_string()])
-                    .arg("--data-dir")
-                    .arg(dir.join(format!("node-{id}")))
-                    .args(["--peers", &peers.join(",")])
-                    .args(["--client-addr", &format!("127.0.0.1:{}", base + id)])
+                let (id, data_dir) = (u64::from(id), dir.join(format!("node-{id}")));
+                serve(id, &data_dir, &peers, ports.client(id))
                     .args(["--shards", "1", "--wal-mib", "16", "--no-pin"])
                     // Four 1 KiB writes fill the budget; a write waits 20 ms
                     // at most, well before the leader, cut off from its
@@ -66,14 +46,14 @@ impl Cluster {
             })
             .collect();
         Cluster {
-            base,
+            ports,
             children,
             dir: dir.to_path_buf(),
         }
     }
 
     fn client(&self, id: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.base + id))
+        self.ports.client(id.into())
     }
 
     fn signal(&self, id: u16, signal: i32) {
@@ -83,15 +63,7 @@ impl Cluster {
     }
 
     fn rss_bytes(&self, id: u16) -> u64 {
-        let pid = self.children[usize::from(id) - 1].id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-        line.split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            << 10
+        common::rss_bytes(self.children[usize::from(id) - 1].id())
     }
 
     /// The node that acknowledges a write (following -MOVED), retried
@@ -110,7 +82,7 @@ impl Cluster {
                 Some(r) => {
                     if let Some((_, to)) = parse_moved(&r) {
                         let addr: SocketAddr = to.parse().unwrap();
-                        id = addr.port() - self.base;
+                        id = self.ports.node_of(addr) as u16;
                         continue;
                     }
                 }
@@ -139,34 +111,6 @@ impl Drop for Cluster {
             }
         }
     }
-}
-
-fn command(args: &[&[u8]]) -> Vec<u8> {
-    let mut request = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        request.extend_from_slice(arg);
-        request.extend_from_slice(b"\r\n");
-    }
-    request
-}
-
-fn read_replies(stream: &mut TcpStream, count: usize) -> std::io::Result<Vec<Vec<u8>>> {
-    let mut replies = Vec::with_capacity(count);
-    let mut buffer = Vec::new();
-    let mut chunk = vec![0u8; 64 << 10];
-    while replies.len() < count {
-        if let Ok(Some(len)) = reply_len(&buffer) {
-            replies.push(buffer.drain(..len).collect());
-            continue;
-        }
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buffer.extend_from_slice(&chunk[..n]);
-    }
-    Ok(replies)
 }
 
 #[test]

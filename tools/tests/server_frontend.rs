@@ -3,13 +3,15 @@
 //! by this node), so a connection accepted by one shard also writes to the
 //! other shard's group through that shard's mailbox.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+mod common;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use ringraft_tools::service::resp::reply_len;
+use common::{ClusterPorts, bulk, command, read_replies, serve};
 use ringraft_tools::service::slots::{SlotMap, key_slot};
 
 const SHARDS: u16 = 2;
@@ -21,37 +23,12 @@ struct Server {
     log: std::path::PathBuf,
 }
 
-fn free_ports() -> (u16, u16) {
-    let seed = std::process::id() as u64
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos() as u64;
-    for attempt in 0..200u64 {
-        let base = 20_000 + ((seed.wrapping_mul(7919) + attempt * 1237) % 40_000) as u16;
-        let ports = [base, base + 10, base + 11];
-        let listeners: Vec<_> = ports
-            .iter()
-            .map(|p| TcpListener::bind(("127.0.0.1", *p)))
-            .collect();
-        if listeners.iter().all(Result::is_ok) {
-            return (base, base + 10);
-        }
-    }
-    panic!("no free ports");
-}
-
 impl Server {
     fn start(dir: &Path, extra: &[&str]) -> Server {
-        let (client_port, peer_port) = free_ports();
-        let client = SocketAddr::from(([127, 0, 0, 1], client_port));
+        let ports = ClusterPorts::reserve(1, SHARDS);
+        let client = ports.client(1);
         let log = dir.join("node.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_ringraft"))
-            .args(["serve", "--id", "1"])
-            .arg("--data-dir")
-            .arg(dir.join("node"))
-            .args(["--peers", &format!("1=127.0.0.1:{peer_port}")])
-            .args(["--client-addr", &client.to_string()])
+        let child = serve(1, &dir.join("node"), &ports.peers_arg(1), client)
             .args([
                 "--shards",
                 &SHARDS.to_string(),
@@ -98,10 +75,7 @@ impl Server {
     }
 
     fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        kib << 10
+        common::rss_bytes(self.child.id())
     }
 }
 
@@ -113,42 +87,6 @@ impl Drop for Server {
             eprintln!("{}", std::fs::read_to_string(&self.log).unwrap_or_default());
         }
     }
-}
-
-fn command(args: &[&[u8]]) -> Vec<u8> {
-    let mut request = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        request.extend_from_slice(arg);
-        request.extend_from_slice(b"\r\n");
-    }
-    request
-}
-
-fn bulk(value: &[u8]) -> Vec<u8> {
-    let mut out = format!("${}\r\n", value.len()).into_bytes();
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-    out
-}
-
-/// Reads `count` whole replies.
-fn read_replies(stream: &mut TcpStream, count: usize) -> std::io::Result<Vec<Vec<u8>>> {
-    let mut replies = Vec::with_capacity(count);
-    let mut buffer = Vec::new();
-    let mut chunk = vec![0u8; 64 << 10];
-    while replies.len() < count {
-        if let Ok(Some(len)) = reply_len(&buffer) {
-            replies.push(buffer.drain(..len).collect());
-            continue;
-        }
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buffer.extend_from_slice(&chunk[..n]);
-    }
-    Ok(replies)
 }
 
 /// The `n`-th key (of some deterministic list) whose slot is in `group`.
