@@ -201,6 +201,68 @@ fn every_connection_writes_and_reads_both_local_groups() {
     }
 }
 
+/// A pipelined read is answered with the state of its place in the
+/// command order: neither an earlier write of the connection is missing
+/// (the read waits for it) nor a later one already visible (a write waits
+/// for the reads before it: a ReadIndex read is served at *some* applied
+/// index at or past its read index, and a write applied meanwhile would
+/// show). SET, GET, DEL, GET, SET, GET in one buffer, so the read and the
+/// write behind it reach the shard in the same loop turn.
+#[test]
+fn pipelined_reads_see_exactly_the_writes_before_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let client = server.client;
+    let threads: Vec<_> = (0..8)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(client).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                for i in 0..40 {
+                    for group in 0..SHARDS {
+                        let key = key_in_group(group, 100 + c * 40 + i);
+                        let first = format!("c{c}i{i}g{group}a");
+                        let second = format!("c{c}i{i}g{group}b");
+                        let mut request = Vec::new();
+                        request.extend(command(&[b"SET", &key, first.as_bytes()]));
+                        request.extend(command(&[b"GET", &key]));
+                        request.extend(command(&[b"DEL", &key]));
+                        request.extend(command(&[b"GET", &key]));
+                        request.extend(command(&[b"SET", &key, second.as_bytes()]));
+                        request.extend(command(&[b"GET", &key]));
+                        stream.write_all(&request).unwrap();
+                        let replies = read_replies(&mut stream, 6).unwrap();
+                        let replies: Vec<_> = replies
+                            .iter()
+                            .map(|r| String::from_utf8_lossy(r).into_owned())
+                            .collect();
+                        let expected: Vec<_> = [
+                            b"+OK\r\n".to_vec(),
+                            bulk(first.as_bytes()),
+                            b":1\r\n".to_vec(),
+                            b"$-1\r\n".to_vec(),
+                            b"+OK\r\n".to_vec(),
+                            bulk(second.as_bytes()),
+                        ]
+                        .iter()
+                        .map(|r| String::from_utf8_lossy(r).into_owned())
+                        .collect();
+                        assert_eq!(
+                            replies, expected,
+                            "connection {c}, round {i}, group {group}"
+                        );
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+}
+
 #[test]
 fn a_client_that_stops_reading_is_paused_and_does_not_stall_others() {
     let dir = tempfile::tempdir().unwrap();

@@ -178,6 +178,9 @@ pub struct Connection {
     /// Writes (local or mailbox) in the ring: a read waits for them, so a
     /// client reads its own pipelined writes.
     pub writes_pending: usize,
+    /// Reads in the ring: a write waits for them, so a read does not see
+    /// a write the client sent after it.
+    pub reads_pending: usize,
     /// Why the next command is not taken.
     pub block: Block,
     /// Close once the replies so far are written (QUIT, protocol error).
@@ -221,6 +224,7 @@ impl Connection {
             tail: 0,
             mailbox_pending: 0,
             writes_pending: 0,
+            reads_pending: 0,
             block: Block::None,
             close_after_flush: false,
             interest: 0,
@@ -243,6 +247,7 @@ impl Connection {
         self.write_blocked = false;
         self.mailbox_pending = 0;
         self.writes_pending = 0;
+        self.reads_pending = 0;
         self.block = Block::None;
         self.close_after_flush = false;
         self.interest = 0;
@@ -292,6 +297,8 @@ impl Connection {
                 self.mailbox_pending = self.mailbox_pending.wrapping_add(delta);
                 if *write {
                     self.writes_pending = self.writes_pending.wrapping_add(delta);
+                } else {
+                    self.reads_pending = self.reads_pending.wrapping_add(delta);
                 }
             }
             Pending::Local { .. } => self.writes_pending = self.writes_pending.wrapping_add(delta),

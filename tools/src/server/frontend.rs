@@ -24,6 +24,11 @@
 //! return tokens; past `admission_timeout` the write is answered `-BUSY`.
 //! A write forwarded to another shard waits in that shard's mailbox FIFO.
 //!
+//! Per-connection order (read-your-writes, and no read seeing a later
+//! write): a read is not started while a write of its connection is in
+//! flight, and a write is not started while a read of its connection is;
+//! either waits (`Block::Barrier`) until the connection's ring is empty.
+//!
 //! Bounds: connections ≤ `connections_max` per node (a shared counter),
 //! commands in flight per connection ≤ `pipeline_max` (then the socket is
 //! not read: TCP pushes back), unsent output per connection ≤
@@ -561,6 +566,17 @@ impl ClientService {
                 // A ReadIndex taken now could be older than this client's
                 // writes still in flight: it waits for them (per-connection
                 // order, as Redis gives a pipelining client).
+                c.block = Block::Barrier;
+                return;
+            }
+            if kind == RequestKind::Propose && c.reads_pending > 0 {
+                // The other direction: a read is served at some applied
+                // index at or past its read index, not at exactly that
+                // index, so a write proposed before the read's query ran
+                // (same loop turn, or same apply batch) would already show
+                // in it (SET, GET, DEL answered with the key gone). The
+                // write waits until this client's reads are answered.
+                c.admission_expired = admission_expired;
                 c.block = Block::Barrier;
                 return;
             }
