@@ -5,6 +5,8 @@
 //! a whole-cluster restart starts from the snapshots; a damaged snapshot
 //! file stops a node at start with an error naming the file.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -24,25 +26,10 @@ const VALUE_BYTES: usize = 4000;
 const PIPELINE: usize = 32;
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Ports: node k's client port is `base + k`, its peer port `base + 100 k`.
+/// Ports: node k's client port is `base + k`, its peer port `base + 100 k`,
+/// reserved below the ephemeral range for this process (tests/common).
 fn free_base() -> u16 {
-    let seed = std::process::id() as u64
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos() as u64;
-    for attempt in 0..200u64 {
-        // Below Linux's ephemeral range (32768..): a node's peer port must
-        // not be taken, while it is down, by another node's outgoing
-        // connection to it (a loopback self-connect).
-        let base = 10_000 + ((seed.wrapping_mul(7919) + attempt * 1237) % 22_000) as u16;
-        let ports = (1..=NODES as u16).flat_map(|k| [base + k, base + 100 * k]);
-        let listeners: Vec<_> = ports.map(|p| TcpListener::bind(("127.0.0.1", p))).collect();
-        if listeners.iter().all(Result::is_ok) {
-            return base;
-        }
-    }
-    panic!("no free port range found");
+    common::ClusterPorts::reserve(NODES as u16, 1).base
 }
 
 /// Child processes, all killed when dropped (logs printed on a panic).

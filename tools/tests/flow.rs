@@ -15,8 +15,10 @@
 //! `cargo test --release -p ringraft-tools --test flow -- --ignored --nocapture`
 //! (`RINGRAFT_FLOW_LONG_SECS` changes their 60 s).
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -55,21 +57,10 @@ fn secs_from_env(name: &str, default: u64) -> Duration {
     )
 }
 
+/// Ports: node k's client port is `base + k`, its peer port `base + 100 k`,
+/// reserved below the ephemeral range for this process (tests/common).
 fn free_base() -> u16 {
-    let seed = std::process::id() as u64
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos() as u64;
-    for attempt in 0..200u64 {
-        let base = 20_000 + ((seed.wrapping_mul(7919) + attempt * 1237) % 40_000) as u16;
-        let ports = (1..=NODES as u16).flat_map(|k| [base + k, base + 100 * k]);
-        let listeners: Vec<_> = ports.map(|p| TcpListener::bind(("127.0.0.1", p))).collect();
-        if listeners.iter().all(Result::is_ok) {
-            return base;
-        }
-    }
-    panic!("no free port range found");
+    common::ClusterPorts::reserve(NODES as u16, 1).base
 }
 
 /// WAL file per node in the flow tests: large, so no compaction runs.
