@@ -734,9 +734,11 @@ fn a_follower_stalled_past_the_purge_point_gets_a_snapshot() {
 
 #[test]
 fn a_crawling_follower_costs_no_throughput_nor_leader_memory() {
+    // Nine rounds: the per-round ratio swings (0.7–3 on a loaded 2-core
+    // machine), the median of nine does not flake where five did.
     slow_follower(
         secs_from_env("RINGRAFT_FLOW_SECS", 6),
-        5,
+        9,
         Duration::from_secs(1),
     );
 }
