@@ -114,6 +114,7 @@ fn a_proposal_not_admitted_in_time_is_refused_busy_and_the_group_recovers() {
     }
     let node = nodes[at].take().unwrap();
     let payload = vec![7u8; 1024];
+    let last_before = node.status()[0].last_index;
     let busy = std::thread::scope(|scope| {
         // These take the budget and wait for a commit that cannot come.
         let fillers: Vec<_> = (0..4)
@@ -124,7 +125,14 @@ fn a_proposal_not_admitted_in_time_is_refused_busy_and_the_group_recovers() {
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(5));
+        // Three fillers fit the budget: wait until they are in the log, so
+        // the probe below cannot be admitted ahead of them (it would then
+        // wait for a commit that cannot come, not be refused).
+        let filled_by = Instant::now() + Duration::from_secs(5);
+        while node.status()[0].last_index < last_before + 3 {
+            assert!(Instant::now() < filled_by, "the fillers were not admitted");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let asked = Instant::now();
         let mut reply = Vec::new();
         let result = node.propose(0, &payload, &mut reply);
