@@ -1071,7 +1071,13 @@ impl Wal {
                 .map_err(|e| WalError::io("read block to truncate", e))?;
             self.mem_valid_from = from;
         } else {
-            self.mem_valid_from = old_low;
+            // Memory still holds [old_low, cut). old_low is accepted - M once
+            // the ring has wrapped, mid-block in general: round up, as
+            // mem_valid_from is block-aligned; the few bytes below go to the
+            // file, where they are durable (old_low <= block_floor(durable),
+            // so block_ceil(old_low) <= block_floor(durable) and, here,
+            // <= block_floor(cut)).
+            self.mem_valid_from = block_ceil(old_low);
         }
         self.index.forget_from(cut, old_end);
         self.read_window_len = 0;
