@@ -1151,8 +1151,13 @@ impl Wal {
     /// The new start is the block after the current end; that block is
     /// zeroed on disk first, so recovery finds an empty log there and never
     /// mistakes an older lap's record for the entry after `snapshot`.
+    ///
+    /// Refused with `RingLent` while ring memory is lent: the lend's
+    /// position is in the old log's coordinates (often below the new
+    /// start), so a later `commit_lent` would place records where the new
+    /// log never writes nor looks; abandon the lend first.
     pub fn reset_to(&mut self, snapshot: IoId) -> Result<()> {
-        self.check_writable()?;
+        self.check_appendable()?;
         if snapshot.index <= self.superblock.start_prev.index {
             return Ok(());
         }
