@@ -523,6 +523,16 @@ impl Wal {
             self.mem_valid_from,
             self.durable_position
         );
+        // room_for's: what left ring memory is durable, so a read below
+        // mem_low may go to the file.
+        assert!(
+            self.accepted_position.saturating_sub(self.ring_bytes)
+                <= block_floor(self.durable_position),
+            "accepted {} - ring {} must be <= block_floor(durable {})",
+            self.accepted_position,
+            self.ring_bytes,
+            self.durable_position
+        );
     }
 
     /// Skips the implicit filler (shorter than a header) before a segment end.
@@ -931,8 +941,19 @@ impl Wal {
             if slot.result as u32 != slot.len_bytes {
                 return Err(self.fail(slot.start_position, 0));
             }
+            // Writes complete in log order (`pop_completed`): a write ending
+            // below the durable point belongs to another log (a reset or a
+            // truncation that did not wait for it) and would make reads go
+            // to the file for bytes that are not there.
+            assert!(
+                slot.end_position >= self.durable_position,
+                "a write ending at {} completed after durable {}",
+                slot.end_position,
+                self.durable_position
+            );
             self.durable_position = slot.end_position;
             self.durable_id = slot.last_id;
+            self.assert_memory_invariant();
             self.flushed.advance(slot.last_id);
         }
         Ok(self.durable_id)

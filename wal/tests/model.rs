@@ -84,8 +84,10 @@ fn check_read(wal: &mut Wal, model: &Model, from: u64, max_bytes: usize) {
 
 /// Runs one seed; returns how many blocks its crashes tore.
 /// The same run received into lent ring memory: committed whole, as a
-/// prefix of its records, or abandoned after part of it arrived. Returns
-/// how many entries were appended. Writes are drained first: lent bytes
+/// prefix of its records, or abandoned after part of it arrived (and, with
+/// `inflight`, moved down behind a repeated entry, with writes still in
+/// flight while the run lands). Returns how many entries were appended.
+/// Writes are drained first where part of the run is not appended: lent bytes
 /// must reach the file only after a commit or an abandon zeroed what was
 /// not appended (a write in flight over the last block could otherwise
 /// carry records the model never appended; see `lend.rs`).
@@ -160,12 +162,19 @@ fn receive_in_place(
             ends.len()
         }
         0 => {
+            if inflight {
+                // Not appended: no write may carry these bytes (see above).
+                model.durable = wal.sync().unwrap().index;
+            }
             let arrived = rng.below(bytes.len() as u64 + 1) as usize;
             wal.lent_memory(&lend)[..arrived].copy_from_slice(&bytes[..arrived]);
             wal.abandon_lent(lend, arrived);
             0
         }
         1 => {
+            if inflight {
+                model.durable = wal.sync().unwrap().index;
+            }
             wal.lent_memory(&lend).copy_from_slice(bytes);
             let keep = 1 + rng.below(ends.len() as u64) as usize;
             let summary = wal.commit_lent(lend, 0..ends[keep - 1]).unwrap();
