@@ -154,6 +154,7 @@ impl Wal {
         self.accepted_position = lend.position + run_bytes as u64;
         self.last_id = summary.last;
         self.maybe_pad_block();
+        self.assert_memory_invariant();
         self.accepted.advance(summary.last);
         Ok(summary)
     }

@@ -523,6 +523,16 @@ impl Wal {
             self.mem_valid_from,
             self.durable_position
         );
+        // room_for's: what left ring memory is durable, so a read below
+        // mem_low may go to the file.
+        assert!(
+            self.accepted_position.saturating_sub(self.ring_bytes)
+                <= block_floor(self.durable_position),
+            "accepted {} - ring {} must be <= block_floor(durable {})",
+            self.accepted_position,
+            self.ring_bytes,
+            self.durable_position
+        );
     }
 
     /// Skips the implicit filler (shorter than a header) before a segment end.
@@ -931,8 +941,19 @@ impl Wal {
             if slot.result as u32 != slot.len_bytes {
                 return Err(self.fail(slot.start_position, 0));
             }
+            // Writes complete in log order (`pop_completed`): a write ending
+            // below the durable point belongs to another log (a reset or a
+            // truncation that did not wait for it) and would make reads go
+            // to the file for bytes that are not there.
+            assert!(
+                slot.end_position >= self.durable_position,
+                "a write ending at {} completed after durable {}",
+                slot.end_position,
+                self.durable_position
+            );
             self.durable_position = slot.end_position;
             self.durable_id = slot.last_id;
+            self.assert_memory_invariant();
             self.flushed.advance(slot.last_id);
         }
         Ok(self.durable_id)
@@ -1071,7 +1092,13 @@ impl Wal {
                 .map_err(|e| WalError::io("read block to truncate", e))?;
             self.mem_valid_from = from;
         } else {
-            self.mem_valid_from = old_low;
+            // Memory still holds [old_low, cut). old_low is accepted - M once
+            // the ring has wrapped, mid-block in general: round up, as
+            // mem_valid_from is block-aligned; the few bytes below go to the
+            // file, where they are durable (old_low <= block_floor(durable),
+            // so block_ceil(old_low) <= block_floor(durable) and, here,
+            // <= block_floor(cut)).
+            self.mem_valid_from = block_ceil(old_low);
         }
         self.index.forget_from(cut, old_end);
         self.read_window_len = 0;
@@ -1145,8 +1172,13 @@ impl Wal {
     /// The new start is the block after the current end; that block is
     /// zeroed on disk first, so recovery finds an empty log there and never
     /// mistakes an older lap's record for the entry after `snapshot`.
+    ///
+    /// Refused with `RingLent` while ring memory is lent: the lend's
+    /// position is in the old log's coordinates (often below the new
+    /// start), so a later `commit_lent` would place records where the new
+    /// log never writes nor looks; abandon the lend first.
     pub fn reset_to(&mut self, snapshot: IoId) -> Result<()> {
-        self.check_writable()?;
+        self.check_appendable()?;
         if snapshot.index <= self.superblock.start_prev.index {
             return Ok(());
         }

@@ -300,3 +300,34 @@ fn a_crash_after_commit_keeps_what_was_flushed() {
     assert_eq!(follower.last_id(), first);
     check_entries(&mut follower, 1, first.index, |_| 1);
 }
+
+#[test]
+fn reset_to_is_refused_while_memory_is_lent() {
+    let (_dir_a, _path_a, mut leader) = temp_wal();
+    let (_dir_b, path_b, mut follower) = temp_wal();
+    append_range(&mut leader, 2, 1, 60);
+    append_range(&mut follower, 1, 1, 10);
+    follower.sync().unwrap();
+    // A run that continues the snapshot the follower is about to install.
+    let run = leader.read(51, 3000).unwrap().bytes().to_vec();
+    let (lend, _) = receive(&mut follower, &run);
+    // Committed after a reset, the run would sit at the lend's position in
+    // the old log, below the new start: refused instead.
+    assert!(matches!(
+        follower.reset_to(IoId::new(2, 50)),
+        Err(WalError::RingLent { .. })
+    ));
+    assert_eq!(follower.last_id(), IoId::new(1, 10));
+    follower.abandon_lent(lend, run.len());
+    follower.reset_to(IoId::new(2, 50)).unwrap();
+    let (lend, _) = receive(&mut follower, &run);
+    assert!(lend.position() >= follower.positions().start);
+    let len = lend.len_bytes();
+    follower.commit_lent(lend, 0..len).unwrap();
+    check_entries(&mut follower, 51, 55, |_| 2);
+    follower.sync().unwrap();
+    drop(follower);
+    let mut follower = reopen(&path_b);
+    assert_eq!(follower.first_index(), 51);
+    check_entries(&mut follower, 51, 55, |_| 2);
+}

@@ -84,13 +84,27 @@ fn check_read(wal: &mut Wal, model: &Model, from: u64, max_bytes: usize) {
 
 /// Runs one seed; returns how many blocks its crashes tore.
 /// The same run received into lent ring memory: committed whole, as a
-/// prefix of its records, or abandoned after part of it arrived. Returns
-/// how many entries were appended. Writes are drained first: lent bytes
+/// prefix of its records, or abandoned after part of it arrived (and, with
+/// `inflight`, moved down behind a repeated entry, with writes still in
+/// flight while the run lands). Returns how many entries were appended.
+/// Writes are drained first where part of the run is not appended: lent bytes
 /// must reach the file only after a commit or an abandon zeroed what was
 /// not appended (a write in flight over the last block could otherwise
 /// carry records the model never appended; see `lend.rs`).
-fn receive_in_place(wal: &mut Wal, model: &mut Model, rng: &mut Rng, bytes: &[u8]) -> usize {
-    model.durable = wal.sync().unwrap().index;
+fn receive_in_place(
+    wal: &mut Wal,
+    model: &mut Model,
+    rng: &mut Rng,
+    bytes: &[u8],
+    inflight: bool,
+) -> usize {
+    if inflight {
+        // As a follower does: lend while earlier writes are still in flight.
+        wal.flush_submit().unwrap();
+        model.durable = model.durable.max(wal.flush_reap().unwrap().index);
+    } else {
+        model.durable = wal.sync().unwrap().index;
+    }
     let lend = loop {
         match wal.lend(bytes.len()) {
             Ok(lend) => break lend,
@@ -111,14 +125,56 @@ fn receive_in_place(wal: &mut Wal, model: &mut Model, rng: &mut Rng, bytes: &[u8
         let end = ends.last().copied().unwrap_or(0) + record.unwrap().bytes.len();
         ends.push(end);
     }
-    match rng.below(4) {
+    match rng.below(if inflight { 5 } else { 4 }) {
+        4 => {
+            // A frame that repeats the last entry: the run is moved down.
+            let view_bytes: Vec<u8> = if model.entries.is_empty() {
+                Vec::new()
+            } else {
+                let last = model.last().index;
+                wal.read(last, 1).unwrap().bytes().to_vec()
+            };
+            if view_bytes.is_empty() || view_bytes.len() + bytes.len() > lend.len_bytes() {
+                wal.abandon_lent(lend, 0);
+                return 0;
+            }
+            let skip = view_bytes.len();
+            wal.abandon_lent(lend, 0);
+            let lend = loop {
+                match wal.lend(skip + bytes.len()) {
+                    Ok(lend) => break lend,
+                    Err(WalError::RingFull { .. }) => {
+                        model.durable = wal.sync().unwrap().index;
+                    }
+                    Err(WalError::LogFull { .. }) => {
+                        model.durable = wal.sync().unwrap().index;
+                        let durable = model.durable;
+                        purge(wal, model, durable);
+                    }
+                    Err(error) => panic!("lend: {error}"),
+                }
+            };
+            let memory = wal.lent_memory(&lend);
+            memory[..skip].copy_from_slice(&view_bytes);
+            memory[skip..skip + bytes.len()].copy_from_slice(bytes);
+            let summary = wal.commit_lent(lend, skip..skip + bytes.len()).unwrap();
+            assert_eq!(summary.entries, ends.len() as u64);
+            ends.len()
+        }
         0 => {
+            if inflight {
+                // Not appended: no write may carry these bytes (see above).
+                model.durable = wal.sync().unwrap().index;
+            }
             let arrived = rng.below(bytes.len() as u64 + 1) as usize;
             wal.lent_memory(&lend)[..arrived].copy_from_slice(&bytes[..arrived]);
             wal.abandon_lent(lend, arrived);
             0
         }
         1 => {
+            if inflight {
+                model.durable = wal.sync().unwrap().index;
+            }
             wal.lent_memory(&lend).copy_from_slice(bytes);
             let keep = 1 + rng.below(ends.len() as u64) as usize;
             let summary = wal.commit_lent(lend, 0..ends[keep - 1]).unwrap();
@@ -134,7 +190,7 @@ fn receive_in_place(wal: &mut Wal, model: &mut Model, rng: &mut Rng, bytes: &[u8
     }
 }
 
-fn run(seed: u64, steps: usize) -> u64 {
+fn run(seed: u64, steps: usize, inflight: bool) -> u64 {
     // Odd seeds: the common small geometry. Even seeds: many tiny writes in
     // flight (splitting at record boundaries, out-of-order completions), no
     // block padding, coarse index chunks (longer header hops).
@@ -215,7 +271,8 @@ fn run(seed: u64, steps: usize) -> u64 {
                     bytes.extend_from_slice(&record);
                 }
                 if rng.below(2) == 0 {
-                    let appended = receive_in_place(&mut wal, &mut model, &mut rng, &bytes);
+                    let appended =
+                        receive_in_place(&mut wal, &mut model, &mut rng, &bytes, inflight);
                     for (k, p) in payloads.into_iter().take(appended).enumerate() {
                         model
                             .entries
@@ -276,7 +333,25 @@ fn run(seed: u64, steps: usize) -> u64 {
                 };
                 wal.save_hard_state(model.hard_state).unwrap();
             }
+            88..=91 if inflight => {
+                // A follower installs its leader's snapshot: the log restarts
+                // after it, with writes possibly still in flight.
+                let snapshot = IoId::new(model.term, model.last().index + rng.below(3));
+                wal.reset_to(snapshot).unwrap();
+                if snapshot.index > model.purged.index {
+                    model.entries.clear();
+                    model.first = snapshot.index + 1;
+                    model.purged = snapshot;
+                    model.durable = snapshot.index;
+                }
+                assert_eq!(wal.last_id(), model.last(), "{context}");
+            }
             88..=99 => {
+                if inflight {
+                    // Lent bytes a write carried may pass for entries after
+                    // a crash (see `receive_in_place`): crash when synced.
+                    model.durable = wal.sync().unwrap().index;
+                }
                 // Drop without syncing: a crash. Writes in flight may have
                 // landed, or not, or landed garbled: tear whole blocks past
                 // the durable point's block (a 4 KiB block write is taken
@@ -284,7 +359,7 @@ fn run(seed: u64, steps: usize) -> u64 {
                 // was durable must survive; later entries may or may not.
                 let positions = wal.positions();
                 drop(wal);
-                if rng.below(2) == 0 {
+                if !inflight && rng.below(2) == 0 {
                     torn_blocks += tear(&path, &mut rng, positions.durable, positions.submitted);
                 }
                 wal = reopen(&path);
@@ -354,11 +429,27 @@ fn random_operations_match_the_model() {
     for seed in seeds {
         // Printed, so a failure names its seed (the harness shows it then).
         eprintln!("model: seed {seed}");
-        torn_blocks += run(seed, 1500);
+        torn_blocks += run(seed, 1500, false);
     }
     eprintln!("model: {torn_blocks} blocks torn by crashes");
     assert!(
         torn_blocks > 0,
         "crashes with writes in flight were exercised"
     );
+}
+
+/// The follower's mix: lends while writes are in flight, snapshot resets.
+#[test]
+fn lends_and_resets_with_writes_in_flight_match_the_model() {
+    let seeds: Vec<u64> = match std::env::var("MODEL_SEED") {
+        Ok(seed) => vec![seed.parse().expect("MODEL_SEED is a number")],
+        Err(_) => {
+            let count = std::env::var("MODEL_SEEDS").map_or(12, |n| n.parse().unwrap());
+            (1..=count).collect()
+        }
+    };
+    for seed in seeds {
+        eprintln!("model (in flight): seed {seed}");
+        run(seed, 1500, true);
+    }
 }

@@ -173,6 +173,32 @@ fn truncate_after_drops_the_suffix_durably() {
 }
 
 #[test]
+fn truncate_near_the_tail_after_the_ring_wrapped_keeps_every_entry_readable() {
+    let (_dir, path, mut wal) = temp_wal();
+    // Past one ring of memory: memory holds [accepted - M, accepted), and
+    // accepted - M is mid-block. A truncation near the tail keeps that low
+    // end (it used to become an unaligned `mem_valid_from` and panic).
+    let mut last = 0;
+    while wal.positions().accepted < RING_BYTES + 3 * 4096 + 1000
+        || wal.positions().accepted % 4096 == 0
+    {
+        last += 1;
+        append_range(&mut wal, 1, last, last);
+    }
+    wal.sync().unwrap();
+    wal.truncate_after(last - 1, 2).unwrap();
+    assert_eq!(wal.last_id(), IoId::new(1, last - 1));
+    check_entries(&mut wal, 1, last - 1, |_| 1);
+    append_range(&mut wal, 2, last, last + 20);
+    check_entries(&mut wal, 1, last + 20, |i| if i >= last { 2 } else { 1 });
+    wal.sync().unwrap();
+    drop(wal);
+    let mut wal = reopen(&path);
+    assert_eq!(wal.last_id(), IoId::new(2, last + 20));
+    check_entries(&mut wal, 1, last + 20, |i| if i >= last { 2 } else { 1 });
+}
+
+#[test]
 fn truncate_far_back_reloads_the_cut_block_from_the_file() {
     let (_dir, path, mut wal) = temp_wal();
     // ~370 KiB: the first entries have left the 256 KiB ring memory.

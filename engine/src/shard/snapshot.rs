@@ -897,6 +897,9 @@ impl<S: StateMachine> Shard<S> {
                 .purge_to(snapshot.index)
                 .map_err(|e| self.wal_error(e))?;
         } else {
+            // A partial frame in lent ring memory continues the old log: its
+            // lend would land in the old log's coordinates (reset_to refuses).
+            self.release_ring(&"the log restarts after an installed snapshot");
             self.wal.reset_to(snapshot).map_err(|e| self.wal_error(e))?;
         }
         self.raft.snapshot_installed(snapshot, total_bytes);

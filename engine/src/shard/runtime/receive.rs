@@ -225,8 +225,10 @@ impl<S: StateMachine> Shard<S> {
         self.receiver.scratch.is_none().then_some(Target::Scratch)
     }
 
-    /// Drops the partial frame in lent ring memory (if any) and ends the lend.
-    fn release_ring(&mut self, why: &dyn std::fmt::Display) {
+    /// Drops the partial frame in lent ring memory (if any) and ends the lend
+    /// (also before the WAL restarts after a snapshot: `Wal::reset_to`
+    /// refuses while memory is lent).
+    pub(in crate::shard) fn release_ring(&mut self, why: &dyn std::fmt::Display) {
         if let Some(ring) = self.receiver.ring.take() {
             self.transport.drop_partial_data(ring.owner.peer, why);
             self.wal.abandon_lent(ring.lend, ring.payload_bytes);
