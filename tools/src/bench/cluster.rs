@@ -160,32 +160,21 @@ fn bench(args: &ClusterBenchArgs) -> Result<ExitCode, BenchError> {
                     args.durability.name()
                 )
             };
+            let measure_local = |nodes: Nodes<'_>, addrs: Vec<std::net::SocketAddr>| {
+                let table = SlotTable::discover(addrs[0])?;
+                measure(args, &config, describe(&addrs), table, nodes)
+            };
             let code = if args.in_process {
                 let cluster = EmbeddedCluster::start(&spec)?;
                 cluster.wait_ready(READY_TIMEOUT, SETTLE)?;
-                let addrs = cluster.client_addrs();
-                let table = SlotTable::discover(addrs[0])?;
-                let code = measure(
-                    args,
-                    &config,
-                    describe(&addrs),
-                    table,
-                    Nodes::Embedded(&cluster),
-                )?;
+                let code = measure_local(Nodes::Embedded(&cluster), cluster.client_addrs())?;
                 cluster.stop()?;
                 code
             } else {
                 let mut cluster = LocalCluster::start(&spec)?;
                 cluster.wait_ready(READY_TIMEOUT, SETTLE)?;
                 let addrs = cluster.client_addrs();
-                let table = SlotTable::discover(addrs[0])?;
-                let code = measure(
-                    args,
-                    &config,
-                    describe(&addrs),
-                    table,
-                    Nodes::Processes(&mut cluster),
-                )?;
+                let code = measure_local(Nodes::Processes(&mut cluster), addrs)?;
                 cluster.stop(libc::SIGTERM, STOP_GRACE);
                 code
             };

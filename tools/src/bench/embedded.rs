@@ -6,18 +6,15 @@
 //! the very `serve` arguments a node process would get.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
 
 use super::BenchError;
 use super::local_cluster::ClusterSpec;
-use super::topology::Readiness;
+use super::topology;
 use crate::serve::ServeArgs;
 use crate::server::{self, RunningServer};
-
-/// How often readiness and failures are polled.
-const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// `ringraft serve`'s flags, parsed the way the binary parses them.
 #[derive(Debug, Parser)]
@@ -68,24 +65,10 @@ impl EmbeddedCluster {
     /// Waits until every node agrees on a leader for every slot (unchanged
     /// for `settle`), failing if a shard stops or `timeout` passes.
     pub fn wait_ready(&self, timeout: Duration, settle: Duration) -> Result<(), BenchError> {
-        let deadline = Instant::now() + timeout;
-        let mut readiness = Readiness::new(settle);
-        let addrs = self.client_addrs();
-        loop {
-            if let Some((id, failure)) = self.failure() {
-                return Err(BenchError::Cluster(format!("node {id} stopped: {failure}")));
-            }
-            if readiness.poll(&addrs) {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(BenchError::Cluster(format!(
-                    "no steady leader for every group after {timeout:?} ({})",
-                    Readiness::describe(&addrs)
-                )));
-            }
-            std::thread::sleep(POLL_INTERVAL);
-        }
+        topology::wait_ready(&self.client_addrs(), timeout, settle, || {
+            self.failure()
+                .map(|(id, failure)| BenchError::Cluster(format!("node {id} stopped: {failure}")))
+        })
     }
 
     /// Stops every node; the first error (a shard that failed) is returned.

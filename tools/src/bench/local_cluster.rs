@@ -25,7 +25,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use super::BenchError;
-use super::topology::Readiness;
+use super::topology;
 
 /// Peer ports reserved per node: shards per node are at most this.
 pub const PEER_PORTS_PER_NODE: u16 = 256;
@@ -33,8 +33,6 @@ pub const PEER_PORTS_PER_NODE: u16 = 256;
 const PEER_PORT_OFFSET: u16 = 1000;
 /// Nodes a local cluster may have.
 pub const NODES_MAX: u16 = 16;
-/// How often readiness and exits are polled.
-const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Lines of a node's log shown when it exits early.
 const LOG_TAIL_LINES: usize = 20;
 
@@ -271,24 +269,11 @@ impl LocalCluster {
     /// a leader for all 16384 slots, unchanged for `settle`), failing if a
     /// node exits or `timeout` passes.
     pub fn wait_ready(&mut self, timeout: Duration, settle: Duration) -> Result<(), BenchError> {
-        let deadline = Instant::now() + timeout;
-        let mut readiness = Readiness::new(settle);
         let addrs = self.client_addrs();
-        loop {
-            if let Some((id, status)) = self.exited() {
-                return Err(self.early_exit_error(id, status));
-            }
-            if readiness.poll(&addrs) {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(BenchError::Cluster(format!(
-                    "no steady leader for every group after {timeout:?} ({})",
-                    Readiness::describe(&addrs)
-                )));
-            }
-            std::thread::sleep(POLL_INTERVAL);
-        }
+        topology::wait_ready(&addrs, timeout, settle, || {
+            self.exited()
+                .map(|(id, status)| self.early_exit_error(id, status))
+        })
     }
 
     /// The error for node `id` exiting on its own, with its log's tail.

@@ -318,6 +318,38 @@ pub fn slots_in(layout: &Layout) -> i64 {
     layout.iter().map(|(start, end, _)| end - start + 1).sum()
 }
 
+/// How often [`wait_ready`] asks the nodes.
+const READY_POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Waits until `nodes` are [`Readiness`]-ready (every node agrees on a
+/// leader for all 16384 slots, unchanged for `settle`). `failed` is asked
+/// first on every turn (a node that exited or stopped ends the wait with
+/// its error); past `timeout` the wait fails, describing what each node says.
+pub fn wait_ready(
+    nodes: &[SocketAddr],
+    timeout: Duration,
+    settle: Duration,
+    mut failed: impl FnMut() -> Option<BenchError>,
+) -> Result<(), BenchError> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut readiness = Readiness::new(settle);
+    loop {
+        if let Some(error) = failed() {
+            return Err(error);
+        }
+        if readiness.poll(nodes) {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(BenchError::Cluster(format!(
+                "no steady leader for every group after {timeout:?} ({})",
+                Readiness::describe(nodes)
+            )));
+        }
+        std::thread::sleep(READY_POLL_INTERVAL);
+    }
+}
+
 /// When a fresh cluster is ready to measure: every node reports the same
 /// layout covering all 16384 slots (every group has a leader that all
 /// nodes know), unchanged for `settle`. The settle window lets start-up
