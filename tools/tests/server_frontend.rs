@@ -135,6 +135,33 @@ fn a_thousand_pipelined_commands_in_one_buffer_are_answered_in_order() {
 }
 
 #[test]
+fn a_write_too_large_for_the_log_is_an_error_not_a_retry_and_the_connection_stays_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let mut stream = server.connect();
+    // Within a command's limit (1 MiB) but above a log entry's (64 KiB):
+    // retrying cannot help, so the answer is -ERR, on either local group.
+    let big = vec![b'x'; 100_000];
+    let mut request = Vec::new();
+    for group in 0..SHARDS {
+        request.extend(command(&[b"SET", &key_in_group(group, 1), &big]));
+    }
+    request.extend(command(&[b"SET", &key_in_group(0, 2), b"small"]));
+    request.extend(command(&[b"PING"]));
+    stream.write_all(&request).unwrap();
+    let replies = read_replies(&mut stream, usize::from(SHARDS) + 2).unwrap();
+    for reply in &replies[..usize::from(SHARDS)] {
+        let text = String::from_utf8_lossy(reply);
+        assert!(
+            text.starts_with("-ERR ") && text.contains("exceeds request_bytes_max"),
+            "{text}"
+        );
+    }
+    assert_eq!(replies[usize::from(SHARDS)], b"+OK\r\n");
+    assert_eq!(replies[usize::from(SHARDS) + 1], b"+PONG\r\n");
+}
+
+#[test]
 fn many_clients_on_one_node_each_read_their_own_writes() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);

@@ -421,7 +421,11 @@ impl ClientService {
                         c.wants_out_room = true;
                         break;
                     }
-                    let text = format!("TRYAGAIN {error}");
+                    // Too large never succeeds: an error, not a retry.
+                    let text = match error {
+                        CallError::TooLarge { .. } => format!("ERR {error}"),
+                        _ => format!("TRYAGAIN {error}"),
+                    };
                     let _ = c.out.error(text.as_bytes());
                 }
             }
