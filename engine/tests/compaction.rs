@@ -5,10 +5,8 @@
 //! its log comes back through a snapshot, catches up and, leading again,
 //! reads the same registers as the writers expect.
 
-// Reserved loopback ports (below the ephemeral range, one owner at a
-// time), shared with the other crates' tests.
-#[path = "../../tools/tests/common/ports.rs"]
-mod ports;
+mod common;
+use common::{leader, ports};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -198,21 +196,6 @@ fn config(id: u64, peers: &[(u64, SocketAddr)], dir: &Path) -> NodeConfig {
     config.snapshot.build_chunks_per_turn_max = 1;
     config.pin_cores = false;
     config
-}
-
-fn leader(nodes: &[Option<Node>]) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        for (i, node) in nodes.iter().enumerate() {
-            if let Some(node) = node
-                && node.leader(0) == Some(node.id())
-            {
-                return i;
-            }
-        }
-        assert!(Instant::now() < deadline, "no leader elected");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn propose(nodes: &[Option<Node>], payload: &[u8]) {

@@ -5,19 +5,14 @@
 //! half-received frame sits in the ring when a new term begins. After a
 //! restart, the follower's WAL holds exactly the leaders' log.
 
-// Reserved loopback ports (below the ephemeral range, one owner at a
-// time), shared with the other crates' tests.
-#[path = "../../tools/tests/common/ports.rs"]
-mod ports;
+mod common;
+use common::{Nothing, ports};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use ringraft_engine::shard::{
-    ApplyError, Entry, Node, NodeConfig, ResponseSlots, ResponseWriter, SnapshotChunk,
-    SnapshotError, StateMachine,
-};
+use ringraft_engine::shard::{Node, NodeConfig};
 use ringraft_net::frame::{
     self, AppendEntries, AppendResponse, CONTROL_FRAME_BYTES_MAX, Heartbeat, Hello, Lane, Message,
 };
@@ -27,45 +22,6 @@ use ringraft_wal::{IoId, OpenOptions, Wal};
 
 /// Only a broken follower takes this long.
 const DEADLINE: Duration = Duration::from_secs(20);
-
-#[derive(Default)]
-struct Nothing {
-    applied: IoId,
-}
-
-impl StateMachine for Nothing {
-    fn response_bytes_max(&self) -> usize {
-        8
-    }
-    fn apply<'a, I: Iterator<Item = Entry<'a>>>(
-        &mut self,
-        entries: I,
-        _: &mut ResponseSlots,
-    ) -> Result<(), ApplyError> {
-        for e in entries {
-            self.applied = e.id;
-        }
-        Ok(())
-    }
-    fn applied(&self) -> IoId {
-        self.applied
-    }
-    fn query(&self, _: &[u8], _: &mut ResponseWriter<'_>) -> Result<(), ApplyError> {
-        Ok(())
-    }
-    fn snapshot_chunk(&mut self, _: u64, _: &mut [u8]) -> Result<SnapshotChunk, SnapshotError> {
-        Err(SnapshotError::UnexpectedOffset {
-            expected: 0,
-            got: 0,
-        })
-    }
-    fn install_chunk(&mut self, _: IoId, _: u64, _: &[u8], _: bool) -> Result<(), SnapshotError> {
-        Err(SnapshotError::UnexpectedOffset {
-            expected: 0,
-            got: 0,
-        })
-    }
-}
 
 /// A payload that names its entry; sizes vary from empty to 40 KB.
 fn payload(id: IoId) -> Vec<u8> {

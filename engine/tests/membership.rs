@@ -2,59 +2,14 @@
 //! refuses another node id, voter set or shard count, and accepts a voter
 //! that moved to another address.
 
-// Reserved loopback ports (below the ephemeral range, one owner at a
-// time), shared with the other crates' tests.
-#[path = "../../tools/tests/common/ports.rs"]
-mod ports;
+mod common;
+use common::{Nothing, ports};
 
 use std::net::SocketAddr;
 use std::path::Path;
 
 use ringraft_engine::shard::membership::MembershipError;
-use ringraft_engine::shard::{
-    ApplyError, Entry, Node, NodeConfig, NodeError, ResponseSlots, ResponseWriter, SnapshotChunk,
-    SnapshotError, StateMachine,
-};
-use ringraft_wal::IoId;
-
-#[derive(Default)]
-struct Nothing {
-    applied: IoId,
-}
-
-impl StateMachine for Nothing {
-    fn response_bytes_max(&self) -> usize {
-        8
-    }
-    fn apply<'a, I: Iterator<Item = Entry<'a>>>(
-        &mut self,
-        entries: I,
-        _: &mut ResponseSlots,
-    ) -> Result<(), ApplyError> {
-        for e in entries {
-            self.applied = e.id;
-        }
-        Ok(())
-    }
-    fn applied(&self) -> IoId {
-        self.applied
-    }
-    fn query(&self, _: &[u8], _: &mut ResponseWriter<'_>) -> Result<(), ApplyError> {
-        Ok(())
-    }
-    fn snapshot_chunk(&mut self, _: u64, _: &mut [u8]) -> Result<SnapshotChunk, SnapshotError> {
-        Err(SnapshotError::UnexpectedOffset {
-            expected: 0,
-            got: 0,
-        })
-    }
-    fn install_chunk(&mut self, _: IoId, _: u64, _: &[u8], _: bool) -> Result<(), SnapshotError> {
-        Err(SnapshotError::UnexpectedOffset {
-            expected: 0,
-            got: 0,
-        })
-    }
-}
+use ringraft_engine::shard::{Node, NodeConfig, NodeError};
 
 /// The first of two consecutive reserved ports (a node of two shards
 /// listens on both).

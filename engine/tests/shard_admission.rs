@@ -4,66 +4,14 @@
 //! refused with `RequestError::Busy` after `admission_timeout` (not a
 //! hang); once the followers are back, proposals commit again.
 
-// Reserved loopback ports (below the ephemeral range, one owner at a
-// time), shared with the other crates' tests.
-#[path = "../../tools/tests/common/ports.rs"]
-mod ports;
+mod common;
+use common::{Journal, leader, ports};
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ringraft_engine::shard::{
-    ApplyError, Entry, Node, NodeConfig, RequestError, ResponseSlots, ResponseWriter,
-    SnapshotChunk, SnapshotError, StateMachine,
-};
-use ringraft_wal::IoId;
-
-/// Appends every payload to a list; replies with the list's length; a query
-/// returns the whole list.
-#[derive(Default)]
-struct Journal {
-    items: Vec<u8>,
-    applied: IoId,
-}
-
-impl StateMachine for Journal {
-    fn response_bytes_max(&self) -> usize {
-        8
-    }
-    fn apply<'a, I: Iterator<Item = Entry<'a>>>(
-        &mut self,
-        entries: I,
-        out: &mut ResponseSlots,
-    ) -> Result<(), ApplyError> {
-        for e in entries {
-            self.items.extend_from_slice(e.payload);
-            self.applied = e.id;
-            let len = self.items.len() as u64;
-            out.writer(e.id).write(&len.to_le_bytes()).unwrap();
-        }
-        Ok(())
-    }
-    fn applied(&self) -> IoId {
-        self.applied
-    }
-    fn query(&self, _: &[u8], reply: &mut ResponseWriter<'_>) -> Result<(), ApplyError> {
-        reply.write(&self.items).unwrap();
-        Ok(())
-    }
-    fn snapshot_chunk(&mut self, _: u64, _: &mut [u8]) -> Result<SnapshotChunk, SnapshotError> {
-        Err(SnapshotError::UnexpectedOffset {
-            expected: 0,
-            got: 0,
-        })
-    }
-    fn install_chunk(&mut self, _: IoId, _: u64, _: &[u8], _: bool) -> Result<(), SnapshotError> {
-        Err(SnapshotError::UnexpectedOffset {
-            expected: 0,
-            got: 0,
-        })
-    }
-}
+use ringraft_engine::shard::{Node, NodeConfig, RequestError};
 
 fn start(id: u64, peers: &[(u64, SocketAddr)], dir: &Path) -> Node {
     let mut config = NodeConfig::new(id, peers.to_vec(), 1, dir.join(format!("n{id}")));
@@ -76,21 +24,6 @@ fn start(id: u64, peers: &[(u64, SocketAddr)], dir: &Path) -> Node {
     config.bounds.uncommitted_bytes_max = 4096;
     config.bounds.admission_timeout = Duration::from_millis(20);
     Node::start(config, vec![Journal::default()]).unwrap()
-}
-
-fn leader(nodes: &[Option<Node>]) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        for (i, node) in nodes.iter().enumerate() {
-            if let Some(node) = node
-                && node.leader(0) == Some(node.id())
-            {
-                return i;
-            }
-        }
-        assert!(Instant::now() < deadline, "no leader elected");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]

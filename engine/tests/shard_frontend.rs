@@ -3,67 +3,15 @@
 //! straight into the ring with a tag, and gets every tag back exactly
 //! once, in order, with the state machine's reply.
 
-// Reserved loopback ports (below the ephemeral range, one owner at a
-// time), shared with the other crates' tests.
-#[path = "../../tools/tests/common/ports.rs"]
-mod ports;
+mod common;
+use common::{Journal, ports};
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ringraft_engine::shard::{
-    ApplyError, Entry, Frontend, FrontendFactory, Node, NodeConfig, Outcome, ResponseSlots,
-    ResponseWriter, ShardRequests, SnapshotChunk, SnapshotError, StateMachine,
-};
-use ringraft_wal::IoId;
-
-/// Appends every payload to a list; replies with the list's length; a query
-/// returns the whole list.
-#[derive(Default)]
-struct Journal {
-    items: Vec<u8>,
-    applied: IoId,
-}
-
-impl StateMachine for Journal {
-    fn response_bytes_max(&self) -> usize {
-        8
-    }
-    fn apply<'a, I: Iterator<Item = Entry<'a>>>(
-        &mut self,
-        entries: I,
-        out: &mut ResponseSlots,
-    ) -> Result<(), ApplyError> {
-        for e in entries {
-            self.items.extend_from_slice(e.payload);
-            self.applied = e.id;
-            let len = self.items.len() as u64;
-            out.writer(e.id).write(&len.to_le_bytes()).unwrap();
-        }
-        Ok(())
-    }
-    fn applied(&self) -> IoId {
-        self.applied
-    }
-    fn query(&self, _: &[u8], reply: &mut ResponseWriter<'_>) -> Result<(), ApplyError> {
-        reply.write(&self.items).unwrap();
-        Ok(())
-    }
-    fn snapshot_chunk(&mut self, _: u64, _: &mut [u8]) -> Result<SnapshotChunk, SnapshotError> {
-        Err(SnapshotError::UnexpectedOffset {
-            expected: 0,
-            got: 0,
-        })
-    }
-    fn install_chunk(&mut self, _: IoId, _: u64, _: &[u8], _: bool) -> Result<(), SnapshotError> {
-        Err(SnapshotError::UnexpectedOffset {
-            expected: 0,
-            got: 0,
-        })
-    }
-}
+use ringraft_engine::shard::{Frontend, FrontendFactory, Node, NodeConfig, Outcome, ShardRequests};
 
 /// What the test sees of the frontend's completions: (tag, outcome, reply).
 type Done = Arc<Mutex<Vec<(u64, Outcome, Vec<u8>)>>>;
