@@ -402,7 +402,10 @@ impl Load {
 /// first appearance, and the largest RSS.
 struct Watcher {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<(Vec<String>, u64)>,
+    /// Taken by `stop`; joined by `Drop` otherwise (a failing test), so the
+    /// thread ends before the cluster's nodes are killed and does not
+    /// report their going away as a failure of its own.
+    thread: Option<JoinHandle<(Vec<String>, u64)>>,
 }
 
 impl Watcher {
@@ -440,12 +443,25 @@ impl Watcher {
                 (states, rss_max)
             })
         };
-        Watcher { stop, thread }
+        Watcher {
+            stop,
+            thread: Some(thread),
+        }
     }
 
-    fn stop(self) -> (Vec<String>, u64) {
+    fn stop(mut self) -> (Vec<String>, u64) {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap()
+        let thread = self.thread.take().expect("stopped once");
+        thread.join().unwrap()
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
