@@ -268,7 +268,13 @@ fn shard_items(config: &NodeConfig, response_bytes_max: usize) -> Vec<BudgetItem
 
 /// This process's resident set size (`/proc/self/statm`), if readable.
 pub fn rss_bytes() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/statm").ok()?;
+    rss_bytes_of("self")
+}
+
+/// The resident set size of process `pid` (a pid, or `self`), from
+/// `/proc/<pid>/statm`, if readable.
+pub fn rss_bytes_of(pid: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
     let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
     // SAFETY: sysconf takes no pointers.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };

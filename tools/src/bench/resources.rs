@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use ringraft_engine::shard::budget::rss_bytes_of;
+
 use crate::alloc_count;
 
 /// Fraction of the run treated as warm-up: allocations before it (buffers
@@ -25,7 +27,6 @@ pub enum Watched {
 #[derive(Debug)]
 pub struct Sampler {
     watched: Watched,
-    page_bytes: u64,
     rss_bytes_max: Option<u64>,
     /// (allocations, ops) when the warm-up ended.
     warm: Option<(u64, u64)>,
@@ -40,11 +41,8 @@ impl Sampler {
         if matches!(watched, Watched::ThisProcess) {
             alloc_count::enable();
         }
-        // SAFETY: sysconf takes no pointers.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         Sampler {
             watched,
-            page_bytes: u64::try_from(page).unwrap_or(4096),
             rss_bytes_max: None,
             warm: None,
             warmup: duration.mul_f64(WARMUP_FRACTION),
@@ -58,12 +56,11 @@ impl Sampler {
             Watched::Nothing => None,
             Watched::Processes(pids) => pids
                 .iter()
-                .filter_map(|pid| rss_pages(&format!("/proc/{pid}/statm")))
+                .filter_map(|pid| rss_bytes_of(&pid.to_string()))
                 .max(),
-            Watched::ThisProcess => rss_pages("/proc/self/statm"),
+            Watched::ThisProcess => rss_bytes_of("self"),
         };
-        if let Some(pages) = rss {
-            let bytes = pages * self.page_bytes;
+        if let Some(bytes) = rss {
             self.rss_bytes_max = Some(self.rss_bytes_max.map_or(bytes, |m| m.max(bytes)));
         }
         if matches!(self.watched, Watched::ThisProcess) && elapsed >= self.warmup {
@@ -93,12 +90,6 @@ impl Sampler {
         let ((a0, o0), (a1, o1)) = (self.warm?, self.last?);
         (o1 > o0).then(|| (a1 - a0) as f64 / (o1 - o0) as f64)
     }
-}
-
-/// Resident pages from a `statm` file (its second field).
-fn rss_pages(path: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]

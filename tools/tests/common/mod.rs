@@ -116,8 +116,5 @@ pub fn call_once(addr: SocketAddr, args: &[&[u8]], timeout: Duration) -> std::io
 
 /// Resident memory of process `pid`.
 pub fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib << 10
+    ringraft_engine::shard::budget::rss_bytes_of(&pid.to_string()).expect("a live process")
 }
