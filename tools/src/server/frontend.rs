@@ -41,7 +41,7 @@ use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ringraft_engine::shard::{
     CallError, Frontend, FrontendContext, Notifier, Outcome, RequestKind, ShardRequests,
@@ -597,12 +597,7 @@ impl ClientService {
                     }
                 } else if !my_turn && (c.admission_queued || !self.admission.is_empty()) {
                     // Others wait for admission already: behind them (FIFO).
-                    if !c.admission_queued {
-                        c.admission_queued = true;
-                        let deadline = Instant::now() + requests.admission_timeout();
-                        self.admission.push_back((i, deadline));
-                    }
-                    c.block = Block::Admission;
+                    wait_for_admission(&mut self.admission, c, i, requests.admission_timeout());
                     return;
                 } else if bytes > requests.request_bytes_max() {
                     Pending::Refused(CallError::TooLarge {
@@ -613,12 +608,7 @@ impl ClientService {
                     let proposed = requests.propose(tag, bytes, |dst| dst.copy_from_slice(payload));
                     if proposed == Err(Outcome::Busy) {
                         // Not admitted now: wait (the command stays unread).
-                        if !c.admission_queued {
-                            c.admission_queued = true;
-                            let deadline = Instant::now() + requests.admission_timeout();
-                            self.admission.push_back((i, deadline));
-                        }
-                        c.block = Block::Admission;
+                        wait_for_admission(&mut self.admission, c, i, requests.admission_timeout());
                         return;
                     }
                     Pending::Local {
@@ -864,6 +854,21 @@ impl Frontend<Kv> for ClientService {
         self.dirty.clear();
         !self.touched.is_empty()
     }
+}
+
+/// Blocks connection `i` (`c`) until its write is admitted, queued once
+/// in the shard's admission FIFO with its deadline.
+fn wait_for_admission(
+    admission: &mut VecDeque<(u32, Instant)>,
+    c: &mut Connection,
+    i: u32,
+    timeout: Duration,
+) {
+    if !c.admission_queued {
+        c.admission_queued = true;
+        admission.push_back((i, Instant::now() + timeout));
+    }
+    c.block = Block::Admission;
 }
 
 /// A connection's reply buffer: the largest read reply (it comes whole out
