@@ -83,6 +83,15 @@ pub struct ClusterBenchArgs {
     /// counted (`heap_allocs_per_op`).
     #[arg(long, conflicts_with = "target")]
     in_process: bool,
+    /// One more `ringraft serve` argument for every node of the local
+    /// cluster (repeat it for several: `--serve-arg=--no-pin`).
+    #[arg(
+        long,
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        conflicts_with = "target"
+    )]
+    serve_arg: Vec<String>,
     /// Write the figures as JSON.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -133,7 +142,10 @@ fn bench(args: &ClusterBenchArgs) -> Result<ExitCode, BenchError> {
                 extra_args: match args.durability {
                     Durability::Fsync => Vec::new(),
                     Durability::None => vec!["--durability".into(), "none".into()],
-                },
+                }
+                .into_iter()
+                .chain(args.serve_arg.iter().cloned())
+                .collect(),
                 logs: Logs::Files,
             };
             spec.check_ports_free()?;
