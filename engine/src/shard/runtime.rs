@@ -22,7 +22,7 @@
 //!   ├─ outputs              hard state ─▶ superblock (before any message), the
 //!                           leader's no-op, pop_outgoing ─▶ control slots / ring
 //!                           slices on the data lane, flush_submit, apply
-//!                           min(committed, durable) from the ring ─▶ replies
+//!                           committed entries from the ring ─▶ replies
 //!                           (mailbox slots, or frontend.proposal_done(tag))
 //!   └─ frontend.flush       replies written to the client sockets
 //! ```
@@ -1180,10 +1180,11 @@ impl<S: StateMachine> Shard<S> {
     }
 
     fn apply(&mut self) -> Result<(), ShardError> {
-        let target = self
-            .raft
-            .committed_index()
-            .min(self.raft.log().durable_index());
+        // Committed means durable on a quorum, which need not include this
+        // node: when its own write is the quorum's slowest, waiting for it
+        // too would add its flush to the client's latency for nothing. (A
+        // snapshot waits for local durability instead: `compaction_due`.)
+        let target = self.raft.committed_index();
         let batch_max = self.slots.slots_max();
         // A snapshot build reads the state across loop turns: it must not change.
         while !self.compaction.building() && self.sm.applied().index < target {

@@ -558,9 +558,12 @@ impl<S: StateMachine> Shard<S> {
         let applied = self.sm.applied().index;
         let log = self.raft.log();
         let covered = log.snapshot().index;
+        // Applied may run ahead of this node's own flush (apply follows
+        // the quorum's); the purge after a build needs its entries durable
+        // here, so a snapshot waits until they are.
         if applied <= covered
             || applied < self.compaction.retry_after_index
-            || applied > log.last_index()
+            || applied > log.durable_index()
         {
             return false;
         }

@@ -12,7 +12,8 @@
 //!     network ─ deliver messages due now (delay, loss, duplication, reorder)
 //!     disk    ─ complete writes due now, in order (hard state, log, snapshot)
 //!     clients ─ proposals and reads at the leader
-//!     apply   ─ each node applies up to min(committed, durable)
+//!     apply   ─ each node applies up to committed (durable on a quorum,
+//!               not necessarily on itself); it compacts only durable entries
 //!     check   ─ every invariant below
 //! ```
 //!
@@ -927,9 +928,9 @@ impl Sim {
                 }
             }
         }
-        let raft = self.nodes[i].raft.as_ref().expect("live");
-        let durable = raft.log().durable_index();
-        let to = commit.min(durable);
+        // As the shard runtime does: committed entries apply even before
+        // this node's own write of them is durable.
+        let to = commit;
         let node = &mut self.nodes[i];
         let mut applied_now = None;
         while (node.applied.len() as u64) < to {
@@ -960,7 +961,10 @@ impl Sim {
     fn maybe_compact(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         let applied = node.applied.len() as u64;
-        if applied < node.log.base.index + self.cfg.compact_entries {
+        let durable = node.raft.as_ref().expect("live").log().durable_index();
+        // A snapshot covers only entries durable here: the purge after it
+        // must not drop the only copy of a write still in flight.
+        if applied < node.log.base.index + self.cfg.compact_entries || applied > durable {
             return;
         }
         let term = node.log.term_at(applied).expect("applied entry in the log");
