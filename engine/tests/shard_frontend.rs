@@ -24,6 +24,9 @@ struct PipeFrontend {
     done: Done,
     /// Bytes read but not yet proposed (the group had no leader yet).
     waiting: Vec<u8>,
+    /// After the stream: what a proposal one byte over
+    /// `request_bytes_max` got (it must be refused at once, for good).
+    oversize: Arc<Mutex<Option<Result<(), Outcome>>>>,
 }
 
 impl Frontend<Journal> for PipeFrontend {
@@ -48,6 +51,11 @@ impl Frontend<Journal> for PipeFrontend {
                 Err(_) => break,
             }
         }
+        let mut oversize = self.oversize.lock().unwrap();
+        if self.next_tag == STREAM_BYTES && oversize.is_none() {
+            let len = requests.request_bytes_max() + 1;
+            *oversize = Some(requests.propose(u64::MAX, len, |dst| dst.fill(0)));
+        }
     }
 
     fn proposal_done(&mut self, tag: u64, outcome: Outcome, reply: &[u8]) {
@@ -61,6 +69,8 @@ impl Frontend<Journal> for PipeFrontend {
         false
     }
 }
+
+const STREAM_BYTES: u64 = 100;
 
 #[test]
 fn a_frontend_proposes_on_the_shard_thread_and_gets_each_tag_back_once_in_order() {
@@ -79,9 +89,11 @@ fn a_frontend_proposes_on_the_shard_thread_and_gets_each_tag_back_once_in_order(
     let (read_end, write_end) =
         unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let done: Done = Arc::default();
+    let oversize = Arc::new(Mutex::new(None));
     let read_end = Mutex::new(Some(read_end));
     let factory: FrontendFactory<Journal> = {
         let done = done.clone();
+        let oversize = oversize.clone();
         Arc::new(move |context| {
             assert_eq!(context.shard, 0);
             assert_eq!(context.shards.len(), 1);
@@ -91,12 +103,13 @@ fn a_frontend_proposes_on_the_shard_thread_and_gets_each_tag_back_once_in_order(
                 next_tag: 0,
                 done: done.clone(),
                 waiting: Vec::new(),
+                oversize: oversize.clone(),
             }) as Box<dyn Frontend<Journal>>)
         })
     };
     let node = Node::start_with_frontends(config, vec![Journal::default()], factory).unwrap();
     let mut pipe = std::fs::File::from(write_end);
-    let payload: Vec<u8> = (1..=100).collect();
+    let payload: Vec<u8> = (1..=STREAM_BYTES as u8).collect();
     pipe.write_all(&payload).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while done.lock().unwrap().len() < payload.len() {
@@ -118,5 +131,16 @@ fn a_frontend_proposes_on_the_shard_thread_and_gets_each_tag_back_once_in_order(
     let mut reply = Vec::new();
     node.read_index(0, b"", &mut reply).unwrap();
     assert_eq!(reply, payload);
+    // Too large is its own answer, not `Busy` (a retry could never succeed).
+    let request_bytes_max = NodeConfig::new(1, vec![(1, peer)], 1, dir.path().into())
+        .bounds
+        .request_bytes_max;
+    assert_eq!(
+        *oversize.lock().unwrap(),
+        Some(Err(Outcome::TooLarge {
+            bytes: request_bytes_max + 1,
+            request_bytes_max
+        }))
+    );
     node.stop().unwrap();
 }

@@ -52,6 +52,13 @@ pub enum Outcome {
     /// Not admitted in time (admission control: ring or uncommitted bytes
     /// full for `admission_timeout`), or too many reads wait: retry later.
     Busy,
+    /// The payload is over `request_bytes_max`: retrying cannot help.
+    TooLarge {
+        /// Bytes offered.
+        bytes: usize,
+        /// Configured bound.
+        request_bytes_max: usize,
+    },
     /// The entry was proposed but replaced by another leader's: it may not
     /// have been applied; the caller decides whether to retry.
     Dropped,

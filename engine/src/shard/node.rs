@@ -413,6 +413,13 @@ impl Node {
             Outcome::Replied => Ok(()),
             Outcome::NotLeader { leader } => Err(RequestError::NotLeader { leader }),
             Outcome::Busy => Err(RequestError::Busy),
+            Outcome::TooLarge {
+                bytes,
+                request_bytes_max,
+            } => Err(RequestError::Call(CallError::TooLarge {
+                bytes,
+                request_bytes_max,
+            })),
             Outcome::Dropped => Err(RequestError::Dropped),
             Outcome::Stopped => Err(RequestError::Stopped),
         }

@@ -90,8 +90,9 @@ impl<S: StateMachine> ShardRequests<'_, S> {
     /// straight into the ring (no copy in between). `Ok`: `tag` comes back
     /// in exactly one `Frontend::proposal_done`. `Err`: the outcome now
     /// (`NotLeader`; `Busy` when not admitted now — ring or uncommitted
-    /// bytes, the core's or the frontend's bound — or the payload is over
-    /// `request_bytes_max`: retry within `admission_timeout`; `Stopped`).
+    /// bytes, the core's or the frontend's bound: retry within
+    /// `admission_timeout`; `TooLarge` for a payload over
+    /// `request_bytes_max`, which no retry can help; `Stopped`).
     pub fn propose(
         &mut self,
         tag: u64,
@@ -102,9 +103,13 @@ impl<S: StateMachine> ShardRequests<'_, S> {
             return Err(Outcome::Stopped);
         }
         let shard = &mut *self.shard;
-        if shard.frontend_proposals >= shard.bounds.frontend_proposals_max
-            || len > shard.bounds.request_bytes_max
-        {
+        if len > shard.bounds.request_bytes_max {
+            return Err(Outcome::TooLarge {
+                bytes: len,
+                request_bytes_max: shard.bounds.request_bytes_max,
+            });
+        }
+        if shard.frontend_proposals >= shard.bounds.frontend_proposals_max {
             return Err(Outcome::Busy);
         }
         // The no-op of a new leader goes first, so proposals are accepted.

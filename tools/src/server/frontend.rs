@@ -196,6 +196,17 @@ fn write_answer(
         Outcome::Busy => out.error(b"TRYAGAIN the group is busy, retry"),
         Outcome::Dropped => out.error(b"TRYAGAIN the write was dropped by a leader change, retry"),
         Outcome::Stopped => out.error(b"ERR shard stopped"),
+        // Never admitted, however long it waits: an error, not a retry.
+        Outcome::TooLarge {
+            bytes,
+            request_bytes_max,
+        } => {
+            let error = CallError::TooLarge {
+                bytes,
+                request_bytes_max,
+            };
+            out.error(format!("ERR {error}").as_bytes())
+        }
     };
     if written.is_err() {
         let _ = out.error(b"ERR reply too large");
@@ -599,11 +610,6 @@ impl ClientService {
                     // Others wait for admission already: behind them (FIFO).
                     wait_for_admission(&mut self.admission, c, i, requests.admission_timeout());
                     return;
-                } else if bytes > requests.request_bytes_max() {
-                    Pending::Refused(CallError::TooLarge {
-                        bytes,
-                        request_bytes_max: requests.request_bytes_max(),
-                    })
                 } else {
                     let proposed = requests.propose(tag, bytes, |dst| dst.copy_from_slice(payload));
                     if proposed == Err(Outcome::Busy) {
