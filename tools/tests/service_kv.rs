@@ -189,15 +189,67 @@ fn sample() -> Kv {
     kv
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Apply goes on between the chunks of a build (copy-on-write): the
+    /// snapshot still installs as the state at the build's start, and the
+    /// state that went on is the one apply made.
+    #[test]
+    fn a_build_interleaved_with_apply_writes_the_state_it_started_from(
+        before in prop::collection::vec(op(), 0..60),
+        during in prop::collection::vec(prop::collection::vec(op(), 0..4), 1..40),
+        chunk_bytes in 1usize..300,
+    ) {
+        let mut kv = Kv::new(KvConfig::default());
+        apply_all(&mut kv, &before, 4);
+        // The same history without a build, to compare with at the end.
+        let mut plain = Kv::new(KvConfig::default());
+        apply_all(&mut plain, &before, 4);
+        let at_start = observe(&kv);
+        let whole_at_start = whole(&mut plain);
+
+        let mut chunks = Vec::new();
+        let mut buf = vec![0u8; chunk_bytes];
+        let mut offset = 0;
+        let mut batches = during.iter();
+        let snapshot = loop {
+            prop_assert!(kv.applies_during_build());
+            let chunk = kv.snapshot_chunk(offset, &mut buf).unwrap();
+            chunks.push(buf[..chunk.bytes].to_vec());
+            offset += chunk.bytes as u64;
+            if chunk.done {
+                break chunk.snapshot;
+            }
+            if let Some(batch) = batches.next() {
+                prop_assert_eq!(apply_all(&mut kv, batch, 2), apply_all(&mut plain, batch, 3));
+            }
+        };
+        let mut installed = Kv::new(KvConfig::default());
+        install(&mut installed, snapshot, &chunks).unwrap();
+        prop_assert_eq!(observe(&installed), at_start);
+        prop_assert_eq!(chunks.concat(), whole_at_start);
+        // Whatever was applied during the build is in the live state.
+        for batch in batches {
+            apply_all(&mut kv, batch, 2);
+            apply_all(&mut plain, batch, 1);
+        }
+        prop_assert_eq!(observe(&kv), observe(&plain));
+        prop_assert_eq!(whole(&mut kv), whole(&mut plain));
+    }
+}
+
 #[test]
-fn a_build_interleaved_with_apply_is_refused() {
+fn a_chunk_resent_after_apply_changed_the_state_is_refused() {
     let mut kv = sample();
     let mut buf = [0u8; 64];
     let first = kv.snapshot_chunk(0, &mut buf).unwrap();
     assert!(!first.done);
+    kv.snapshot_chunk(64, &mut buf).unwrap();
     apply_all(&mut kv, &[Op::Set(0, b"new".to_vec())], 1);
+    // Going back would need the written keys as they were: not kept.
     assert_eq!(
-        kv.snapshot_chunk(64, &mut buf),
+        kv.snapshot_chunk(10, &mut buf),
         Err(SnapshotError::StateChanged {
             snapshot: first.snapshot,
             applied: kv.applied()
@@ -208,6 +260,31 @@ fn a_build_interleaved_with_apply_is_refused() {
         kv.snapshot_chunk(0, &mut buf).unwrap().snapshot,
         kv.applied()
     );
+}
+
+#[test]
+fn past_its_bound_for_kept_values_the_build_asks_apply_to_wait() {
+    let mut kv = Kv::new(KvConfig {
+        build_preimage_bytes_max: 1000,
+        ..KvConfig::default()
+    });
+    let ops: Vec<Op> = (0..12).map(|k| Op::Set(k, vec![k; 200])).collect();
+    apply_all(&mut kv, &ops, 4);
+    let mut buf = [0u8; 16];
+    assert!(!kv.snapshot_chunk(0, &mut buf).unwrap().done);
+    assert!(kv.applies_during_build());
+    // Overwriting keys the build has not reached keeps their old values.
+    apply_all(&mut kv, &ops[..8], 4);
+    assert!(
+        !kv.applies_during_build(),
+        "8 values of 200 bytes kept aside, over a bound of 1000"
+    );
+    // Once the build is done nothing is kept.
+    let mut offset = 16;
+    while !kv.snapshot_chunk(offset, &mut buf).unwrap().done {
+        offset += buf.len() as u64;
+    }
+    assert!(kv.applies_during_build());
 }
 
 #[test]
@@ -306,6 +383,7 @@ fn bounds_refuse_writes_with_a_reply() {
         keys_max: 2,
         stream_entries_max: 1,
         item_bytes_max: 64,
+        ..KvConfig::default()
     });
     let fields = vec![b"f".to_vec(), b"v".to_vec()];
     let replies = apply_all(

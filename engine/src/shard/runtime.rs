@@ -1186,8 +1186,11 @@ impl<S: StateMachine> Shard<S> {
         // snapshot waits for local durability instead: `compaction_due`.)
         let target = self.raft.committed_index();
         let batch_max = self.slots.slots_max();
-        // A snapshot build reads the state across loop turns: it must not change.
-        while !self.compaction.building() && self.sm.applied().index < target {
+        // A snapshot build reads the state across loop turns: it must not
+        // change, unless the state machine keeps the build's view aside.
+        while self.sm.applied().index < target
+            && (!self.compaction.building() || self.sm.applies_during_build())
+        {
             let from = self.sm.applied().index + 1;
             let view = self
                 .wal

@@ -98,7 +98,7 @@ impl Default for SnapshotConfig {
         SnapshotConfig {
             snapshot_log_percent: 25,
             snapshot_entries: 1 << 20,
-            build_chunks_per_turn_max: 16,
+            build_chunks_per_turn_max: 1,
         }
     }
 }
@@ -688,7 +688,7 @@ impl<S: StateMachine> Shard<S> {
         log::info!(
             "shard {}: snapshot {} ({bytes} bytes) written to {} in {build_time:.1?} \
              ({turns} loop turns, {chunks_time:.1?} of them writing chunks: state {:.1?}, write {:.1?}, \
-             writeback {:.1?}; apply waited meanwhile); WAL purged up to index {}",
+             writeback {:.1?}); WAL purged up to index {}",
             self.shard,
             build.id,
             path.display(),

@@ -144,14 +144,27 @@ pub trait StateMachine {
     /// the snapshot's id) and usually goes on at `offset + bytes` until
     /// `done`; an implementation may also accept other offsets of the same
     /// build (to resend a lost chunk) or answer
-    /// [`SnapshotError::UnexpectedOffset`]. A build must not be interleaved
-    /// with `apply` (a changed state is [`SnapshotError::StateChanged`];
-    /// restart at 0). A chunk is never empty unless `done`.
+    /// [`SnapshotError::UnexpectedOffset`]. Unless
+    /// [`Self::applies_during_build`] says otherwise, a build is not
+    /// interleaved with `apply` (a changed state is
+    /// [`SnapshotError::StateChanged`]; restart at 0). A chunk is never empty
+    /// unless `done`.
     fn snapshot_chunk(
         &mut self,
         offset: u64,
         out: &mut [u8],
     ) -> Result<SnapshotChunk, SnapshotError>;
+
+    /// Whether `apply` may run now, between two chunks of a build. `false`
+    /// (the default): the runtime holds apply back from offset 0 until
+    /// `done`, so the build reads one unchanging state, and writes wait for
+    /// the whole build. An implementation that keeps aside what the build
+    /// still has to write as the state changes (copy-on-write) answers
+    /// `true` while its bounded room for that lasts; its chunks must still
+    /// describe the state as of the build's snapshot id.
+    fn applies_during_build(&self) -> bool {
+        false
+    }
 
     /// Receives the snapshot `snapshot` in order: offset 0 starts a fresh
     /// install (discarding a partial one), each later chunk must start where

@@ -16,7 +16,7 @@
 //! Snapshots (format, build, install) are in `snapshot.rs`.
 use super::payload::{self, Fields, Read, Write};
 use super::resp::RespSink;
-use super::snapshot::{BuildCursor, Install};
+use super::snapshot::{BuildCursor, Install, Preimages};
 use super::stream::{Stream, XaddRefused};
 use ringraft_engine::shard::{
     ApplyError, Entry, ResponseSlots, ResponseTooLarge, ResponseWriter, SnapshotChunk,
@@ -41,6 +41,10 @@ pub struct KvConfig {
     pub stream_entries_max: usize,
     /// Bytes of a key plus its value, or of one stream entry's fields.
     pub item_bytes_max: usize,
+    /// Bytes of values kept aside for a snapshot build while apply goes on
+    /// (copy-on-write, see `snapshot.rs`); past it apply waits for the
+    /// build to end. Local: replicas may differ, it decides no reply.
+    pub build_preimage_bytes_max: usize,
 }
 
 impl Default for KvConfig {
@@ -49,6 +53,7 @@ impl Default for KvConfig {
             keys_max: 10_000_000,
             stream_entries_max: 10_000_000,
             item_bytes_max: 1024 * 1024 + 1024,
+            build_preimage_bytes_max: 64 << 20,
         }
     }
 }
@@ -71,6 +76,8 @@ pub struct Kv {
     stream_entries: usize,
     applied: IoId,
     build: Option<BuildCursor>,
+    /// What the build in progress still needs of keys changed since it began.
+    kept: Preimages,
     install: Option<Install>,
 }
 
@@ -83,7 +90,26 @@ impl Kv {
             stream_entries: 0,
             applied: IoId::ZERO,
             build: None,
+            kept: Preimages::default(),
             install: None,
+        }
+    }
+
+    /// Before apply changes `key` in place or creates it: a build in
+    /// progress keeps what it still needs of it.
+    fn preserve(&mut self, key: &[u8]) {
+        if let Some(build) = &self.build {
+            build.preserve(&mut self.kept, key, self.map.get(key));
+        }
+    }
+
+    /// A value apply removed from the map: kept if a build still needs it.
+    fn retire(&mut self, key: &[u8], old: Value) {
+        if let Value::Stream(stream) = &old {
+            self.stream_entries -= stream.len();
+        }
+        if let Some(build) = &self.build {
+            build.retire(&mut self.kept, key, old);
         }
     }
 
@@ -114,9 +140,7 @@ impl Kv {
                 for key in keys.iter() {
                     if let Some(old) = self.map.remove(key) {
                         deleted += 1;
-                        if let Value::Stream(stream) = old {
-                            self.stream_entries -= stream.len();
-                        }
+                        self.retire(key, old);
                     }
                 }
                 reply.integer(deleted)
@@ -134,6 +158,10 @@ impl Kv {
         if key.len() + value.len() > self.config.item_bytes_max {
             return reply.error(b"ERR key and value larger than item_bytes_max");
         }
+        if !matches!(self.map.get(key), Some(Value::Stream(_))) {
+            // A stream replaced by a string is kept whole below, as it leaves.
+            self.preserve(key);
+        }
         match self.map.get_mut(key) {
             Some(Value::String(old)) => {
                 // Reuses the buffer: no allocation when the value fits.
@@ -141,11 +169,8 @@ impl Kv {
                 old.extend_from_slice(value);
             }
             Some(slot @ Value::Stream(_)) => {
-                let Value::Stream(stream) = std::mem::replace(slot, Value::String(value.to_vec()))
-                else {
-                    unreachable!("matched a stream");
-                };
-                self.stream_entries -= stream.len();
+                let old = std::mem::replace(slot, Value::String(value.to_vec()));
+                self.retire(key, old);
             }
             None => {
                 if self.map.len() == self.config.keys_max {
@@ -190,6 +215,7 @@ impl Kv {
                 );
             }
         };
+        self.preserve(key);
         let value = self
             .map
             .entry(key.into())
@@ -289,7 +315,14 @@ impl StateMachine for Kv {
             return Err(SnapshotError::BufferTooSmall { bytes: 0 });
         }
         if offset == 0 {
-            self.build = Some(BuildCursor::start(self.applied, self.build.take()));
+            self.kept.clear();
+            let old = self.build.take();
+            self.build = Some(BuildCursor::start(
+                self.applied,
+                &self.map,
+                self.stream_entries,
+                old,
+            ));
         }
         let Some(cursor) = self.build.as_mut() else {
             return Err(SnapshotError::UnexpectedOffset {
@@ -297,13 +330,27 @@ impl StateMachine for Kv {
                 got: offset,
             });
         };
-        if cursor.snapshot() != self.applied {
-            return Err(SnapshotError::StateChanged {
+        // Only what is not written yet was kept aside as it changed: going
+        // back (a chunk resent) needs an unchanged state.
+        let chunk = if offset < cursor.next_offset() && cursor.snapshot() != self.applied {
+            Err(SnapshotError::StateChanged {
                 snapshot: cursor.snapshot(),
                 applied: self.applied,
-            });
+            })
+        } else {
+            cursor.fill(&self.map, &self.kept, offset, out)
+        };
+        if chunk.as_ref().map_or(true, |chunk| chunk.done) {
+            // Done, or failed (the runtime starts over at 0): nothing more
+            // needs keeping aside.
+            cursor.end();
+            self.kept.clear();
         }
-        cursor.fill(&self.map, self.stream_entries, offset, out)
+        chunk
+    }
+
+    fn applies_during_build(&self) -> bool {
+        self.kept.bytes() < self.config.build_preimage_bytes_max
     }
 
     fn install_chunk(
@@ -334,6 +381,7 @@ impl StateMachine for Kv {
             self.stream_entries = stream_entries;
             self.applied = applied;
             self.build = None;
+            self.kept.clear();
         }
         Ok(())
     }

@@ -20,6 +20,24 @@
 //! entry and byte within the item), so each chunk costs O(log n) to
 //! resume and copies straight from the state. An install stages the new
 //! state beside the old one, through a buffer of at most one item.
+//!
+//! Apply goes on during a build (copy-on-write per key): before apply
+//! changes a key the build has not written yet, the key's value as of the
+//! snapshot is kept aside ([`Preimages`]) and the build writes that
+//! instead; keys already written change freely. The walk merges the map
+//! with the kept values in key order:
+//!
+//! ```text
+//!  kept aside         build writes
+//!  (none)             the map's value
+//!  Absent             nothing (the key was created after the snapshot)
+//!  Value(v)           v (the key was replaced or deleted since)
+//!  StreamAt{last,n}   the map's stream, entries up to `last` (appended since)
+//! ```
+//!
+//! The kept bytes are bounded (`KvConfig::build_preimage_bytes_max`); past
+//! the bound the runtime holds apply back until the build ends
+//! (`StateMachine::applies_during_build`).
 
 use super::kv::{KvConfig, Map, Value};
 use super::payload::Fields;
@@ -27,6 +45,7 @@ use super::stream::{Stream, StreamId};
 use ringraft_engine::shard::{SnapshotChunk, SnapshotError};
 use ringraft_wal::IoId;
 use std::collections::BTreeMap;
+use std::iter::Peekable;
 use std::ops::Bound::{Excluded, Unbounded};
 
 const MAGIC: &[u8; 4] = b"RRKV";
@@ -58,11 +77,52 @@ enum BuildItem {
     End,
 }
 
-/// Where a snapshot build is. Invariant: valid only while `applied ==
-/// snapshot` (nothing applied since offset 0).
+/// What a key held at the build's snapshot, kept because apply changed it
+/// before the build wrote it.
+#[derive(Debug)]
+pub(super) enum Preimage {
+    /// The key did not exist.
+    Absent,
+    /// Its whole value (replaced or deleted since).
+    Value(Value),
+    /// A stream still in the map, appended to since: the snapshot holds
+    /// its `len` entries up to id `last`.
+    StreamAt { last: StreamId, len: usize },
+}
+
+/// The build's view of the keys apply changed before the build wrote them.
+#[derive(Debug, Default)]
+pub(super) struct Preimages {
+    keys: BTreeMap<Box<[u8]>, Preimage>,
+    /// Bytes kept: keys, and the values moved or copied here.
+    bytes: usize,
+}
+
+/// Bookkeeping bytes counted per kept key besides its bytes.
+const PREIMAGE_OVERHEAD_BYTES: usize = 64;
+
+impl Preimages {
+    /// Bytes kept aside.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Forgets everything (a build ended or restarts).
+    pub(super) fn clear(&mut self) {
+        self.keys.clear();
+        self.bytes = 0;
+    }
+}
+
+/// Where a snapshot build is. The bytes describe the state as of
+/// `snapshot`: the map merged with the kept [`Preimages`] for keys not
+/// written yet (keys before the cursor's key are written).
 #[derive(Debug)]
 pub(super) struct BuildCursor {
     snapshot: IoId,
+    /// Keys and stream entries at the snapshot (the header's counts).
+    keys: u64,
+    stream_entries: u64,
     next_offset: u64,
     item: BuildItem,
     /// Bytes of the current item already written.
@@ -87,12 +147,20 @@ pub(super) struct Install {
 }
 
 impl BuildCursor {
-    /// A build of the state as of `snapshot`, reusing `old`'s key buffer.
-    pub(super) fn start(snapshot: IoId, old: Option<BuildCursor>) -> BuildCursor {
+    /// A build of the state as of `snapshot` (`map` and `stream_entries`
+    /// now), reusing `old`'s key buffer.
+    pub(super) fn start(
+        snapshot: IoId,
+        map: &Map,
+        stream_entries: usize,
+        old: Option<BuildCursor>,
+    ) -> BuildCursor {
         let mut key = old.map(|cursor| cursor.key).unwrap_or_default();
         key.clear();
         BuildCursor {
             snapshot,
+            keys: map.len() as u64,
+            stream_entries: stream_entries as u64,
             next_offset: 0,
             item: BuildItem::Header,
             item_offset: 0,
@@ -106,23 +174,100 @@ impl BuildCursor {
         self.snapshot
     }
 
+    /// The offset the next chunk continues from.
+    pub(super) fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    /// Ends the build here (done, or given up): apply no longer keeps
+    /// anything aside for it.
+    pub(super) fn end(&mut self) {
+        self.item = BuildItem::End;
+    }
+
+    /// Whether the build has written `key` already (then apply may change
+    /// it freely); a key it is in the middle of is not written.
+    fn written(&self, key: &[u8]) -> bool {
+        match self.item {
+            BuildItem::Header => false,
+            BuildItem::Key | BuildItem::Entry => key < &self.key[..],
+            BuildItem::End => true,
+        }
+    }
+
+    /// Called before apply changes `key` in place or creates it (`current`:
+    /// its value now): keeps what the build still needs of it.
+    pub(super) fn preserve(&self, kept: &mut Preimages, key: &[u8], current: Option<&Value>) {
+        if self.written(key) || kept.keys.contains_key(key) {
+            return;
+        }
+        let (preimage, value_bytes) = match current {
+            None => (Preimage::Absent, 0),
+            Some(Value::String(value)) => {
+                (Preimage::Value(Value::String(value.clone())), value.len())
+            }
+            Some(Value::Stream(stream)) => (
+                Preimage::StreamAt {
+                    last: stream.last,
+                    len: stream.len(),
+                },
+                0,
+            ),
+        };
+        kept.bytes += key.len() + value_bytes + PREIMAGE_OVERHEAD_BYTES;
+        kept.keys.insert(key.into(), preimage);
+    }
+
+    /// Called with a value apply removed from the map (deleted, or a
+    /// stream replaced by a string): keeps it if the build still needs it.
+    pub(super) fn retire(&self, kept: &mut Preimages, key: &[u8], old: Value) {
+        if self.written(key) {
+            return;
+        }
+        match kept.keys.get_mut(key) {
+            None => {
+                kept.bytes += key.len() + value_bytes(&old) + PREIMAGE_OVERHEAD_BYTES;
+                kept.keys.insert(key.into(), Preimage::Value(old));
+            }
+            Some(preimage @ Preimage::StreamAt { .. }) => {
+                let Preimage::StreamAt { last, len } = *preimage else {
+                    unreachable!("matched StreamAt");
+                };
+                let Value::Stream(mut stream) = old else {
+                    unreachable!("a key kept at a stream length held a stream");
+                };
+                // Entries are only ever appended: the snapshot's are the
+                // ones up to `last`.
+                if let Some(after) = last.next() {
+                    drop(stream.entries.split_off(&after));
+                }
+                stream.last = last;
+                debug_assert_eq!(stream.len(), len);
+                let old = Value::Stream(stream);
+                kept.bytes += value_bytes(&old);
+                *preimage = Preimage::Value(old);
+            }
+            // Already kept whole (or absent at the snapshot).
+            Some(_) => {}
+        }
+    }
+
     /// Writes the snapshot's bytes from `offset` into `out` (not empty).
-    /// The caller checked that the state is still the snapshot's.
     pub(super) fn fill(
         &mut self,
         map: &Map,
-        stream_entries: usize,
+        kept: &Preimages,
         offset: u64,
         out: &mut [u8],
     ) -> Result<SnapshotChunk, SnapshotError> {
         if self.next_offset != offset {
-            seek(map, stream_entries, self, offset)?;
+            seek(map, kept, self, offset)?;
         }
-        let mut walk = Walk::new(map, self);
+        let mut walk = Walk::new(map, kept, self);
         let mut written = 0;
         while written < out.len() && self.item != BuildItem::End {
             let mut fixed = [0u8; FIXED_BYTES_MAX];
-            let (fixed_len, a, b) = item_parts(&walk, map, stream_entries, self, &mut fixed);
+            let (fixed_len, a, b) = item_parts(&walk, self, &mut fixed);
             let total = fixed_len + a.len() + b.len();
             let mut at = self.item_offset;
             for part in [&fixed[..fixed_len], a, b] {
@@ -388,12 +533,77 @@ fn item_len(prefix: &[u8]) -> Needed {
     })
 }
 
+/// A key's value as the build writes it.
+#[derive(Debug, Clone, Copy)]
+enum View<'m> {
+    String(&'m [u8]),
+    /// `stream`'s entries up to `last`, `len` of them.
+    Stream {
+        stream: &'m Stream,
+        last: StreamId,
+        len: usize,
+    },
+}
+
+impl<'m> View<'m> {
+    /// The view of a key: the map's value unless a kept preimage says
+    /// otherwise (None: the key is not in the snapshot).
+    fn of(value: Option<&'m Value>, kept: Option<&'m Preimage>) -> Option<View<'m>> {
+        let whole = |value: &'m Value| match value {
+            Value::String(value) => View::String(value),
+            Value::Stream(stream) => View::Stream {
+                stream,
+                last: stream.last,
+                len: stream.len(),
+            },
+        };
+        match (kept, value) {
+            (None, value) => value.map(whole),
+            (Some(Preimage::Absent), _) => None,
+            (Some(Preimage::Value(value)), _) => Some(whole(value)),
+            (Some(&Preimage::StreamAt { last, len }), Some(Value::Stream(stream))) => {
+                Some(View::Stream { stream, last, len })
+            }
+            (Some(Preimage::StreamAt { .. }), _) => {
+                unreachable!("a stream kept at a length is in the map until retired")
+            }
+        }
+    }
+
+    /// The first entry id after `after` (from the start if None), within
+    /// the snapshot's entries.
+    fn entry_after(self, after: Option<StreamId>) -> Option<StreamId> {
+        let View::Stream { stream, last, .. } = self else {
+            return None;
+        };
+        let next = match after {
+            None => stream.entries.keys().next(),
+            Some(after) => stream
+                .entries
+                .range((Excluded(after), Unbounded))
+                .next()
+                .map(|(id, _)| id),
+        };
+        next.copied().filter(|id| *id <= last)
+    }
+}
+
+/// Bytes a value holds (for the preimage bound).
+fn value_bytes(value: &Value) -> usize {
+    match value {
+        Value::String(value) => value.len(),
+        Value::Stream(stream) => stream
+            .entries
+            .values()
+            .map(|fields| fields.len() + 16)
+            .sum(),
+    }
+}
+
 /// The current item as (fixed bytes written into `fixed`, then two
 /// borrowed parts).
 fn item_parts<'m>(
     walk: &Walk<'m>,
-    map: &'m Map,
-    stream_entries: usize,
     cursor: &BuildCursor,
     fixed: &mut [u8; FIXED_BYTES_MAX],
 ) -> (usize, &'m [u8], &'m [u8]) {
@@ -414,31 +624,31 @@ fn item_parts<'m>(
             put(&[VERSION]);
             put(&cursor.snapshot.term.to_le_bytes());
             put(&cursor.snapshot.index.to_le_bytes());
-            put(&(map.len() as u64).to_le_bytes());
-            put(&(stream_entries as u64).to_le_bytes());
+            put(&cursor.keys.to_le_bytes());
+            put(&cursor.stream_entries.to_le_bytes());
             (len, &[], &[])
         }
         BuildItem::Key => {
-            let (key, value) = walk.current.expect("cursor key exists");
-            match value {
-                Value::String(value) => {
+            let (key, view) = walk.current.expect("cursor key exists");
+            match view {
+                View::String(value) => {
                     put(&[KIND_STRING]);
                     put(&u32_le(key.len()));
                     put(&u32_le(value.len()));
                     (len, key, value)
                 }
-                Value::Stream(stream) => {
+                View::Stream { last, len: n, .. } => {
                     put(&[KIND_STREAM]);
                     put(&u32_le(key.len()));
-                    put(&stream.last.ms.to_le_bytes());
-                    put(&stream.last.seq.to_le_bytes());
-                    put(&(stream.len() as u64).to_le_bytes());
+                    put(&last.ms.to_le_bytes());
+                    put(&last.seq.to_le_bytes());
+                    put(&(n as u64).to_le_bytes());
                     (len, key, &[])
                 }
             }
         }
         BuildItem::Entry => {
-            let Some((_, Value::Stream(stream))) = walk.current else {
+            let Some((_, View::Stream { stream, .. })) = walk.current else {
                 unreachable!("cursor points into a stream");
             };
             let fields = stream
@@ -456,10 +666,11 @@ fn item_parts<'m>(
 }
 
 /// Moves the cursor to byte `offset` of the snapshot (back to the start
-/// first if `offset` is behind it), walking items without copying them.
+/// first if `offset` is behind it: the caller checked that nothing was
+/// applied since the snapshot), walking items without copying them.
 fn seek(
     map: &Map,
-    stream_entries: usize,
+    kept: &Preimages,
     cursor: &mut BuildCursor,
     offset: u64,
 ) -> Result<(), SnapshotError> {
@@ -469,7 +680,7 @@ fn seek(
         cursor.item_offset = 0;
         cursor.key.clear();
     }
-    let mut walk = Walk::new(map, cursor);
+    let mut walk = Walk::new(map, kept, cursor);
     while cursor.next_offset < offset {
         if cursor.item == BuildItem::End {
             walk.store(cursor);
@@ -479,7 +690,7 @@ fn seek(
             });
         }
         let mut fixed = [0u8; FIXED_BYTES_MAX];
-        let (fixed_len, a, b) = item_parts(&walk, map, stream_entries, cursor, &mut fixed);
+        let (fixed_len, a, b) = item_parts(&walk, cursor, &mut fixed);
         let left = fixed_len + a.len() + b.len() - cursor.item_offset;
         let step = left.min(usize::try_from(offset - cursor.next_offset).unwrap_or(usize::MAX));
         cursor.item_offset += step;
@@ -492,35 +703,96 @@ fn seek(
     Ok(())
 }
 
-/// One `fill` (or `seek`) call's walk over the map from the cursor's key:
-/// one tree descent per call, then the keys in order, instead of a lookup
-/// and a range search per item (the cursor's key is stored back at the end,
-/// for the next call).
+type MapRange<'m> = Peekable<std::collections::btree_map::Range<'m, Box<[u8]>, Value>>;
+type KeptRange<'m> = Peekable<std::collections::btree_map::Range<'m, Box<[u8]>, Preimage>>;
+
+/// One `fill` (or `seek`) call's walk over the map and the kept preimages
+/// from the cursor's key: one tree descent each per call, then the keys in
+/// order, merged, instead of lookups and range searches per item (the
+/// cursor's key is stored back at the end, for the next call).
 struct Walk<'m> {
-    /// The cursor's key and value (None before the first key and at the end).
-    current: Option<(&'m [u8], &'m Value)>,
-    /// The keys after it.
-    rest: std::collections::btree_map::Range<'m, Box<[u8]>, Value>,
+    /// The cursor's key and view (None before the first key and at the end).
+    current: Option<(&'m [u8], View<'m>)>,
+    /// The keys after it, in the map and among the kept ones.
+    map: MapRange<'m>,
+    kept: KeptRange<'m>,
 }
 
 impl<'m> Walk<'m> {
-    fn new(map: &'m Map, cursor: &BuildCursor) -> Walk<'m> {
+    fn new(map: &'m Map, kept: &'m Preimages, cursor: &BuildCursor) -> Walk<'m> {
+        let all = || {
+            (
+                map.range::<[u8], _>((Unbounded, Unbounded)).peekable(),
+                kept.keys
+                    .range::<[u8], _>((Unbounded, Unbounded))
+                    .peekable(),
+            )
+        };
         match cursor.item {
-            BuildItem::Header => Walk {
-                current: None,
-                rest: map.range::<[u8], _>((Unbounded, Unbounded)),
-            },
-            BuildItem::Key | BuildItem::Entry => Walk {
-                current: map
-                    .get_key_value(&cursor.key[..])
-                    .map(|(key, value)| (&key[..], value)),
-                rest: map.range::<[u8], _>((Excluded(&cursor.key[..]), Unbounded)),
-            },
-            // Nothing follows the end (no item is read there).
-            BuildItem::End => Walk {
-                current: None,
-                rest: map.range::<[u8], _>((Unbounded, Unbounded)),
-            },
+            BuildItem::Header | BuildItem::End => {
+                // Before the first key, or past the last (nothing is read there).
+                let (map, kept) = all();
+                Walk {
+                    current: None,
+                    map,
+                    kept,
+                }
+            }
+            BuildItem::Key | BuildItem::Entry => {
+                let key = &cursor.key[..];
+                let in_map = map.get_key_value(key);
+                let in_kept = kept.keys.get_key_value(key);
+                let stored = in_map
+                    .map(|(key, _)| &key[..])
+                    .or(in_kept.map(|(key, _)| &key[..]))
+                    .expect("the cursor's key is in the map or kept aside");
+                let view = View::of(in_map.map(|(_, v)| v), in_kept.map(|(_, p)| p))
+                    .expect("the cursor's key is in the snapshot");
+                Walk {
+                    current: Some((stored, view)),
+                    map: map.range::<[u8], _>((Excluded(key), Unbounded)).peekable(),
+                    kept: kept
+                        .keys
+                        .range::<[u8], _>((Excluded(key), Unbounded))
+                        .peekable(),
+                }
+            }
+        }
+    }
+
+    /// The next key of the snapshot after the current one, and its view.
+    fn next_key(&mut self) -> Option<(&'m [u8], View<'m>)> {
+        loop {
+            let (key, value, kept) = match (self.map.peek(), self.kept.peek()) {
+                (None, None) => return None,
+                (Some(_), None) => {
+                    let (key, value) = self.map.next().expect("peeked");
+                    (key, Some(value), None)
+                }
+                (None, Some(_)) => {
+                    let (key, kept) = self.kept.next().expect("peeked");
+                    (key, None, Some(kept))
+                }
+                (Some((in_map, _)), Some((in_kept, _))) => match in_map.cmp(in_kept) {
+                    std::cmp::Ordering::Less => {
+                        let (key, value) = self.map.next().expect("peeked");
+                        (key, Some(value), None)
+                    }
+                    std::cmp::Ordering::Greater => {
+                        let (key, kept) = self.kept.next().expect("peeked");
+                        (key, None, Some(kept))
+                    }
+                    std::cmp::Ordering::Equal => {
+                        let (key, value) = self.map.next().expect("peeked");
+                        let (_, kept) = self.kept.next().expect("peeked");
+                        (key, Some(value), Some(kept))
+                    }
+                },
+            };
+            // A key created after the snapshot is skipped.
+            if let Some(view) = View::of(value, kept) {
+                return Some((&key[..], view));
+            }
         }
     }
 
@@ -540,16 +812,9 @@ fn advance(walk: &mut Walk<'_>, cursor: &mut BuildCursor) {
     cursor.item_offset = 0;
     let next_entry = match cursor.item {
         BuildItem::Header => None,
-        BuildItem::Key => match walk.current {
-            Some((_, Value::Stream(stream))) => stream.entries.keys().next().copied(),
-            _ => None,
-        },
+        BuildItem::Key => walk.current.and_then(|(_, view)| view.entry_after(None)),
         BuildItem::Entry => match walk.current {
-            Some((_, Value::Stream(stream))) => stream
-                .entries
-                .range((Excluded(cursor.entry), Unbounded))
-                .next()
-                .map(|(id, _)| *id),
+            Some((_, view @ View::Stream { .. })) => view.entry_after(Some(cursor.entry)),
             _ => unreachable!("cursor points into a stream"),
         },
         BuildItem::End => unreachable!("no item past the end"),
@@ -559,7 +824,7 @@ fn advance(walk: &mut Walk<'_>, cursor: &mut BuildCursor) {
         cursor.entry = id;
         return;
     }
-    walk.current = walk.rest.next().map(|(key, value)| (&key[..], value));
+    walk.current = walk.next_key();
     cursor.item = match walk.current {
         Some(_) => BuildItem::Key,
         None => BuildItem::End,
