@@ -5,20 +5,16 @@
 //! hang); once the followers are back, proposals commit again.
 
 mod common;
-use common::{Journal, leader, ports};
+use common::{Journal, leader, ports, small_config};
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ringraft_engine::shard::{Node, NodeConfig, RequestError};
+use ringraft_engine::shard::{Node, RequestError};
 
 fn start(id: u64, peers: &[(u64, SocketAddr)], dir: &Path) -> Node {
-    let mut config = NodeConfig::new(id, peers.to_vec(), 1, dir.join(format!("n{id}")));
-    config.wal.capacity_bytes = 16 << 20;
-    config.wal.ring_bytes = 8 << 20;
-    config.wal.inflight_bytes_max = 2 << 20;
-    config.pin_cores = false;
+    let mut config = small_config(id, peers, dir);
     // Three 1 KiB proposals fill the budget; a proposal waits 20 ms at
     // most, well before the isolated leader steps down (≥ 100 ms).
     config.bounds.uncommitted_bytes_max = 4096;

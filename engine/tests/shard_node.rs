@@ -3,20 +3,16 @@
 //! restarted from its WAL replays and catches up.
 
 mod common;
-use common::{Journal, leader, ports};
+use common::{Journal, leader, ports, small_config};
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ringraft_engine::shard::{Node, NodeConfig, RequestError};
+use ringraft_engine::shard::{Node, RequestError};
 
 fn start(id: u64, peers: &[(u64, SocketAddr)], dir: &Path) -> Node {
-    let mut config = NodeConfig::new(id, peers.to_vec(), 1, dir.join(format!("n{id}")));
-    config.wal.capacity_bytes = 16 << 20;
-    config.wal.ring_bytes = 8 << 20;
-    config.wal.inflight_bytes_max = 2 << 20;
-    config.pin_cores = false;
+    let config = small_config(id, peers, dir);
     Node::start(config, vec![Journal::default()]).unwrap()
 }
 

@@ -5,13 +5,13 @@
 //! leader finds every acknowledged entry (on the followers, if not its own).
 
 mod common;
-use common::{Journal, leader, ports};
+use common::{Journal, leader, ports, small_config};
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ringraft_engine::shard::{Faults, Node, NodeConfig};
+use ringraft_engine::shard::{Faults, Node};
 
 /// How late the leader's WAL writes complete.
 const LEADER_FLUSH_DELAY: Duration = Duration::from_millis(400);
@@ -20,11 +20,7 @@ const ANSWERED_WITHIN: Duration = Duration::from_millis(200);
 const WRITES: usize = 8;
 
 fn start(id: u64, peers: &[(u64, SocketAddr)], dir: &Path) -> Node {
-    let mut config = NodeConfig::new(id, peers.to_vec(), 1, dir.join(format!("n{id}")));
-    config.wal.capacity_bytes = 16 << 20;
-    config.wal.ring_bytes = 8 << 20;
-    config.wal.inflight_bytes_max = 2 << 20;
-    config.pin_cores = false;
+    let config = small_config(id, peers, dir);
     Node::start(config, vec![Journal::default()]).unwrap()
 }
 

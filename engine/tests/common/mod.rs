@@ -11,10 +11,26 @@ pub mod ports;
 use std::time::{Duration, Instant};
 
 use ringraft_engine::shard::{
-    ApplyError, Entry, Node, ResponseSlots, ResponseWriter, SnapshotChunk, SnapshotError,
-    StateMachine,
+    ApplyError, Entry, Node, NodeConfig, ResponseSlots, ResponseWriter, SnapshotChunk,
+    SnapshotError, StateMachine,
 };
 use ringraft_wal::IoId;
+
+/// A one-shard node `id` of the cluster `peers` with its data in
+/// `dir/n<id>`: a small WAL (16 MiB file, 8 MiB ring), threads not pinned
+/// (tests share the cores).
+pub fn small_config(
+    id: u64,
+    peers: &[(u64, std::net::SocketAddr)],
+    dir: &std::path::Path,
+) -> NodeConfig {
+    let mut config = NodeConfig::new(id, peers.to_vec(), 1, dir.join(format!("n{id}")));
+    config.wal.capacity_bytes = 16 << 20;
+    config.wal.ring_bytes = 8 << 20;
+    config.wal.inflight_bytes_max = 2 << 20;
+    config.pin_cores = false;
+    config
+}
 
 /// Appends every payload to a list; replies with the list's length; a query
 /// returns the whole list.
