@@ -154,6 +154,9 @@ impl Wal {
             let bytes = self.memory.slice(at, (limit - position) as usize);
             let (len, entries, last) =
                 take_records(bytes, max_bytes, false).expect("records in ring memory are valid");
+            if entries > 0 {
+                self.index.note_read_end(last.index, position + len as u64);
+            }
             return Ok(ReadView {
                 bytes: &bytes[..len],
                 entries,
@@ -167,12 +170,19 @@ impl Wal {
         let file_offset = self.file_offset(position);
         let bytes = self.file_bytes(position, want)?;
         match take_records(bytes, max_bytes, true) {
-            Ok((len, entries, last)) => Ok(ReadView {
-                bytes: &bytes[..len],
-                entries,
-                last,
-                from_memory: false,
-            }),
+            Ok((len, entries, last)) => {
+                if entries > 0 {
+                    self.index.note_read_end(last.index, position + len as u64);
+                }
+                // The bytes file_bytes returned: the window from `position`.
+                let at = (position - self.read_window_start) as usize;
+                Ok(ReadView {
+                    bytes: self.read_buffer.slice(at, len),
+                    entries,
+                    last,
+                    from_memory: false,
+                })
+            }
             Err((offset, source)) => Err(WalError::Corrupt {
                 file_offset: file_offset + offset as u64,
                 position: position + offset as u64,
