@@ -95,10 +95,16 @@ impl Kv {
         }
     }
 
+    /// Whether a snapshot build is in progress (then apply keeps aside
+    /// what it still needs; otherwise no extra lookup is made).
+    fn building(&self) -> bool {
+        self.build.as_ref().is_some_and(BuildCursor::in_progress)
+    }
+
     /// Before apply changes `key` in place or creates it: a build in
     /// progress keeps what it still needs of it.
     fn preserve(&mut self, key: &[u8]) {
-        if let Some(build) = &self.build {
+        if let Some(build) = self.build.as_ref().filter(|b| b.in_progress()) {
             build.preserve(&mut self.kept, key, self.map.get(key));
         }
     }
@@ -158,7 +164,7 @@ impl Kv {
         if key.len() + value.len() > self.config.item_bytes_max {
             return reply.error(b"ERR key and value larger than item_bytes_max");
         }
-        if !matches!(self.map.get(key), Some(Value::Stream(_))) {
+        if self.building() && !matches!(self.map.get(key), Some(Value::Stream(_))) {
             // A stream replaced by a string is kept whole below, as it leaves.
             self.preserve(key);
         }

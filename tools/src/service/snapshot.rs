@@ -185,6 +185,11 @@ impl BuildCursor {
         self.item = BuildItem::End;
     }
 
+    /// Started and not ended.
+    pub(super) fn in_progress(&self) -> bool {
+        self.item != BuildItem::End
+    }
+
     /// Whether the build has written `key` already (then apply may change
     /// it freely); a key it is in the middle of is not written.
     fn written(&self, key: &[u8]) -> bool {
