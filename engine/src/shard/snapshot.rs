@@ -47,19 +47,16 @@
 //! ```
 //!
 //! Building in chunks across loop turns bounds how long one turn is held
-//! up (at most `build_chunks_per_turn_max` chunks of `msg_bytes_max`);
-//! each chunk's writeback starts at once (`sync_file_range`), so the final
-//! fsync finds little left to write. Apply waits while a build runs: a
-//! build cursor is valid only while the state does not change (the
-//! `StateMachine::snapshot_chunk` contract), and the alternatives (a full
-//! copy of the state, or copy-on-write inside the application) cost memory
-//! in proportion to the state. Commit, flushes and replication go on, so
-//! only acknowledgements wait: for the KV service's 100,000 keys of 128 B
-//! (15 MB) a build held them 80-470 ms on a loaded 2-vCPU machine (the
-//! finish log line itemizes it). The way out is key-level copy-on-write in
-//! the state machine (keep a key's old value the first time it changes
-//! ahead of the build cursor), which the `snapshot_chunk` contract would
-//! then have to allow. A received snapshot is installed in the turn
+//! up; each chunk's writeback starts at once (`sync_file_range`), so the
+//! final fsync finds little left to write. A state machine that keeps the
+//! build's view aside as it changes (`StateMachine::applies_during_build`,
+//! the KV service's copy-on-write per key) goes on applying meanwhile, and
+//! the build takes `build_chunks_per_turn_applying` chunks per turn.
+//! Otherwise apply waits for the whole build (its cursor is valid only
+//! while the state does not change) and the build takes up to
+//! `build_chunks_per_turn_max` per turn to end sooner: commit, flushes and
+//! replication go on, only acknowledgements wait. A received snapshot is
+//! installed in the turn
 //! its last chunk arrives (reading the staged file through the same bounded
 //! buffer).
 
@@ -89,8 +86,12 @@ pub struct SnapshotConfig {
     /// ... or once this many entries were applied since the last snapshot.
     pub snapshot_entries: u64,
     /// State-machine chunks (of `msg_bytes_max` bytes each) written per loop
-    /// turn while a snapshot is built.
+    /// turn while a snapshot is built and apply waits for it: a build that
+    /// holds every acknowledgement up should end soon.
     pub build_chunks_per_turn_max: usize,
+    /// ... and while apply goes on (`StateMachine::applies_during_build`):
+    /// small, so a turn's own work stays short.
+    pub build_chunks_per_turn_applying: usize,
 }
 
 impl Default for SnapshotConfig {
@@ -98,7 +99,8 @@ impl Default for SnapshotConfig {
         SnapshotConfig {
             snapshot_log_percent: 25,
             snapshot_entries: 1 << 20,
-            build_chunks_per_turn_max: 1,
+            build_chunks_per_turn_max: 16,
+            build_chunks_per_turn_applying: 1,
         }
     }
 }
@@ -588,7 +590,13 @@ impl<S: StateMachine> Shard<S> {
         if let Some(build) = self.compaction.build.as_mut() {
             build.turns += 1;
         }
-        for _ in 0..self.compaction.config.build_chunks_per_turn_max.max(1) {
+        let config = &self.compaction.config;
+        let chunks_max = if self.sm.applies_during_build() {
+            config.build_chunks_per_turn_applying
+        } else {
+            config.build_chunks_per_turn_max
+        };
+        for _ in 0..chunks_max.max(1) {
             let build = self.compaction.build.as_mut().expect("a build in progress");
             let t0 = std::time::Instant::now();
             let chunk = match self
