@@ -200,15 +200,13 @@ fn take_records(
             // Implicit filler before a segment end (or the buffer's end).
             break;
         }
-        let header = if verify {
-            record::decode(rest).map(|r| r.header)
-        } else {
-            record::peek_header(rest)
-        }
-        .map_err(|error| (scanned, error))?;
+        let header = record::peek_header(rest).map_err(|error| (scanned, error))?;
         let size = header.record_bytes();
         if size > rest.len() && entries > 0 {
-            // The buffer ends inside a later record: the view stops before it.
+            // The buffer ends inside a later record (a file read asking for
+            // more than the read buffer holds ends inside one, unless records
+            // happen to end there): the view stops before it. Checked before
+            // the CRC, which needs the whole record.
             break;
         }
         if size > rest.len() {
@@ -220,10 +218,16 @@ fn take_records(
                 },
             ));
         }
-        if header.kind == RecordKind::Entry {
-            if entries > 0 && scanned + size > max_bytes {
-                break;
-            }
+        let is_entry = header.kind == RecordKind::Entry;
+        if is_entry && entries > 0 && scanned + size > max_bytes {
+            break;
+        }
+        // Only records the view may return are verified: one past its end
+        // (cut, or beyond max_bytes) is the next read's first.
+        if verify {
+            record::decode(&rest[..size]).map_err(|error| (scanned, error))?;
+        }
+        if is_entry {
             entries += 1;
             last = header.io_id();
             len = scanned + size;
