@@ -281,8 +281,8 @@ mod tests {
         bytes[3 * 480 + 100] ^= 1; // the fourth entry's payload
         // Past max_bytes: not returned, not checked.
         assert_eq!(
-            take_records(&bytes, 2 * 480, true),
-            Ok((2 * 480, 2, IoId::new(1, 2)))
+            take_records(&bytes, 3 * 480, true),
+            Ok((3 * 480, 3, IoId::new(1, 3)))
         );
         // Within max_bytes: the damage is reported where it is.
         let taken = take_records(&bytes, 1 << 20, true);
