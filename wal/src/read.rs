@@ -210,15 +210,13 @@ fn take_records(
             // Implicit filler before a segment end (or the buffer's end).
             break;
         }
-        let header = if verify {
-            record::decode(rest).map(|r| r.header)
-        } else {
-            record::peek_header(rest)
-        }
-        .map_err(|error| (scanned, error))?;
+        let header = record::peek_header(rest).map_err(|error| (scanned, error))?;
         let size = header.record_bytes();
         if size > rest.len() && entries > 0 {
-            // The buffer ends inside a later record: the view stops before it.
+            // The buffer ends inside a later record (a file read asking for
+            // more than the read buffer holds ends inside one, unless records
+            // happen to end there): the view stops before it. Checked before
+            // the CRC, which needs the whole record.
             break;
         }
         if size > rest.len() {
@@ -230,10 +228,16 @@ fn take_records(
                 },
             ));
         }
-        if header.kind == RecordKind::Entry {
-            if entries > 0 && scanned + size > max_bytes {
-                break;
-            }
+        let is_entry = header.kind == RecordKind::Entry;
+        if is_entry && entries > 0 && scanned + size > max_bytes {
+            break;
+        }
+        // Only records the view may return are verified: one past its end
+        // (cut, or beyond max_bytes) is the next read's first.
+        if verify {
+            record::decode(&rest[..size]).map_err(|error| (scanned, error))?;
+        }
+        if is_entry {
             entries += 1;
             last = header.io_id();
             len = scanned + size;
@@ -241,4 +245,60 @@ fn take_records(
         scanned += size;
     }
     Ok((len, entries, last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Four 480-byte entries, indexes 1..=4, back to back.
+    fn four_entries() -> Vec<u8> {
+        let size = record::record_bytes(448);
+        let mut bytes = vec![0u8; 4 * size];
+        for k in 0..4 {
+            let id = IoId::new(1, k as u64 + 1);
+            record::encode_entry(&mut bytes[k * size..(k + 1) * size], id, &[k as u8; 448]);
+        }
+        bytes
+    }
+
+    #[test]
+    fn a_buffer_ending_inside_a_record_stops_before_it_verified_or_not() {
+        let bytes = four_entries();
+        for verify in [false, true] {
+            // Cut inside the third record's payload, and inside its header.
+            for cut in [2 * 480 + 100, 2 * 480 + 8] {
+                let taken = take_records(&bytes[..cut], 1 << 20, verify);
+                assert_eq!(taken, Ok((2 * 480, 2, IoId::new(1, 2))), "cut {cut}");
+            }
+            // The first record cut: nothing to return, an error.
+            assert_eq!(
+                take_records(&bytes[..300], 1 << 20, verify),
+                Err((
+                    0,
+                    RecordError::Truncated {
+                        needed: 480,
+                        available: 300
+                    }
+                ))
+            );
+        }
+    }
+
+    #[test]
+    fn only_records_the_view_returns_are_verified() {
+        let mut bytes = four_entries();
+        bytes[3 * 480 + 100] ^= 1; // the fourth entry's payload
+        // Past max_bytes: not returned, not checked.
+        assert_eq!(
+            take_records(&bytes, 3 * 480, true),
+            Ok((3 * 480, 3, IoId::new(1, 3)))
+        );
+        // Within max_bytes: the damage is reported where it is.
+        let taken = take_records(&bytes, 1 << 20, true);
+        assert!(
+            matches!(taken, Err((1440, RecordError::BadCrc { .. }))),
+            "{taken:?}"
+        );
+    }
 }

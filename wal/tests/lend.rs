@@ -331,3 +331,76 @@ fn reset_to_is_refused_while_memory_is_lent() {
     assert_eq!(follower.first_index(), 51);
     check_entries(&mut follower, 51, 55, |_| 2);
 }
+
+/// A follower's applier that lags its log by more than ring memory reads
+/// the received runs back through the file, 1 MiB at a time as the shard's
+/// applier does (more than the read buffer holds). Received runs are not
+/// block padded, so the buffer's end falls inside a record: each view stops
+/// before it and the next read starts there (this used to fail with "WAL
+/// damaged ... record truncated", issue #6's long overload run).
+#[test]
+fn an_applier_lagging_behind_ring_memory_reads_received_runs_from_the_file() {
+    let (_dir_a, _path_a, mut leader) = temp_wal();
+    // A smaller ring and read buffer than `temp_wal`'s, so most of the
+    // applier's reads go to the file and end where the buffer does.
+    let dir_b = tempfile::tempdir_in("/var/tmp").unwrap();
+    let tuning = ringraft_wal::Tuning {
+        read_buffer_bytes: 16 << 10,
+        ..tuning()
+    };
+    let options = ringraft_wal::CreateOptions {
+        ring_bytes: 128 << 10,
+        inflight_bytes_max: 48 << 10,
+        tuning,
+        ..create_options()
+    };
+    let mut follower = Wal::create(dir_b.path().join("follower.wal"), &options).unwrap();
+    let last = 1800;
+    append_range(&mut leader, 2, 1, last);
+    leader.sync().unwrap();
+    let mut rng = Rng(0x5EED_0006);
+    let mut next = 1;
+    let mut applied = 0;
+    let mut file_views = 0;
+    let mut apply = |follower: &mut Wal, upto: u64, file_views: &mut u32| {
+        while applied < upto {
+            let view = follower.read(applied + 1, 1 << 20).unwrap_or_else(|error| {
+                panic!("read from {}: {error}", applied + 1);
+            });
+            assert!(!view.is_empty());
+            *file_views += u32::from(!view.from_memory());
+            for record in view.records() {
+                let record = record.unwrap();
+                if record.header.kind == RecordKind::Entry {
+                    applied += 1;
+                    assert_eq!(record.header.io_id(), IoId::new(2, applied));
+                    assert_eq!(record.payload, &payload_for(applied)[..]);
+                }
+            }
+            assert_eq!(view.last().index, applied);
+        }
+    };
+    while next <= last {
+        // Runs of a few records to a few KiB, received with writes in flight.
+        let view = leader.read(next, 1 + rng.below(12 << 10) as usize).unwrap();
+        let (lend, _) = receive(&mut follower, view.bytes());
+        let len = lend.len_bytes();
+        follower.commit_lent(lend, 0..len).unwrap();
+        next = view.last().index + 1;
+        follower.flush_submit().unwrap();
+        follower.flush_reap().unwrap();
+        // The applier wakes now and then, far behind. (It reads up to the
+        // last entry, durable or not, so what it reads does not depend on
+        // when writes complete: what left ring memory is durable anyway.)
+        if rng.below(60) == 0 {
+            apply(&mut follower, next - 1, &mut file_views);
+        }
+    }
+    let durable = follower.sync().unwrap().index;
+    assert_eq!(durable, last);
+    apply(&mut follower, last, &mut file_views);
+    assert!(
+        file_views >= 12,
+        "only {file_views} views came from the file"
+    );
+}

@@ -786,3 +786,72 @@ fn reset_to_keeps_working_across_laps_of_the_file() {
     assert_eq!(wal.first_index(), next);
     check_entries(&mut wal, next, next + 9, |_| 13);
 }
+
+/// A read of entries that left ring memory, asking for more bytes than the
+/// read buffer holds (the shard's applier asks for 1 MiB through a 1 MiB
+/// buffer), ends where the buffer ends, usually inside a record: the view
+/// stops before that record, and the next read starts at it. (The long
+/// overload run's follower stopped with "WAL damaged ... record truncated"
+/// here: its received runs are not block padded, so the buffer's end fell
+/// inside a record.)
+#[test]
+fn a_file_read_cut_by_the_read_buffer_stops_before_the_record_it_cuts() {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let path = dir.path().join("cut.wal");
+    // No block padding, so records straddle blocks as a follower's runs do.
+    let tuning = Tuning {
+        block_pad_bytes_max: 0,
+        ..tuning()
+    };
+    let options = ringraft_wal::CreateOptions {
+        tuning,
+        ..create_options()
+    };
+    let mut wal = Wal::create(&path, &options).unwrap();
+    // 480-byte records (448 of payload): a 28 KiB window (read buffer less
+    // one block) ends inside one for most starting entries.
+    let payload = |index: u64| vec![index as u8; 448];
+    let last = 2 * RING_BYTES / 480;
+    for index in 1..=last {
+        loop {
+            match wal.append(1, &payload(index)) {
+                Ok(id) => {
+                    assert_eq!(id, IoId::new(1, index));
+                    break;
+                }
+                Err(WalError::RingFull { .. }) => {
+                    wal.sync().unwrap();
+                }
+                Err(error) => panic!("append {index}: {error}"),
+            }
+        }
+    }
+    wal.sync().unwrap();
+    let read_buffer_bytes = tuning.read_buffer_bytes;
+    let mut cut_reads = 0;
+    for from in 1..=last {
+        let view = wal
+            .read(from, 4 * read_buffer_bytes)
+            .unwrap_or_else(|error| panic!("read from entry {from}: {error}"));
+        if view.from_memory() {
+            break;
+        }
+        assert!(view.entries() >= 1, "read from {from}: no entry");
+        assert!(view.bytes().len() < read_buffer_bytes);
+        let mut next = from;
+        for record in view.records() {
+            let record = record.unwrap();
+            assert_eq!(record.header.io_id(), IoId::new(1, next));
+            assert_eq!(record.payload, &payload(next)[..]);
+            next += 1;
+        }
+        assert_eq!(view.last(), IoId::new(1, next - 1));
+        if view.bytes().len() + 480 > read_buffer_bytes - 4096 {
+            cut_reads += 1;
+        }
+    }
+    assert!(
+        cut_reads > 100,
+        "only {cut_reads} reads ended at the buffer"
+    );
+}
