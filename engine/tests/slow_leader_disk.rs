@@ -20,7 +20,10 @@ const ANSWERED_WITHIN: Duration = Duration::from_millis(200);
 const WRITES: usize = 8;
 
 fn start(id: u64, peers: &[(u64, SocketAddr)], dir: &Path) -> Node {
-    let config = small_config(id, peers, dir);
+    let mut config = small_config(id, peers, dir);
+    // The leader stays where it was elected (no hand-over to a preferred
+    // node in the middle of the test).
+    config.spread_leaders = false;
     Node::start(config, vec![Journal::default()]).unwrap()
 }
 
