@@ -1033,15 +1033,19 @@ impl<S: StateMachine> Shard<S> {
                 }
             }
         }
-        // Order matters for latency: a leader's appends go out before its
-        // own write is submitted (the followers' writes then run alongside
-        // it), and a follower's write is submitted before its control
-        // messages are written (an ack sent now only repeats what is
-        // already durable; the one that counts follows the flush).
+        // Order matters for latency. The write is submitted first: a
+        // follower's, before its control messages are written (an ack sent
+        // now only repeats what is already durable; the one that counts
+        // follows the flush); a leader's, before its appends go out. The
+        // leader's submission delays the appends by one system call, but its
+        // write then starts a network hop ahead of the followers' writes:
+        // on a disk the replicas share (a cluster on one machine) their
+        // flushes then overlap less, and the 1-client p50 measured 249 µs
+        // against 264 µs with the appends first (5 alternating runs each).
+        self.wal.flush_submit().map_err(|e| self.wal_error(e))?;
         self.release_held_acks();
         self.send_deferred()?;
         self.send_snapshot_chunks();
-        self.wal.flush_submit().map_err(|e| self.wal_error(e))?;
         self.transport.flush();
         self.apply()?;
         self.maybe_compact()?;
