@@ -691,10 +691,8 @@ fn the_completion_eventfd_wakes_an_executor_and_flush_reap_never_blocks() {
     }
 }
 
-#[test]
-fn a_view_ending_at_a_segment_filler_stops_before_it() {
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let path = dir.path().join("filler.wal");
+/// A WAL that never pads the rest of a block after a record.
+fn create_unpadded(path: &std::path::Path) -> Wal {
     let tuning = Tuning {
         block_pad_bytes_max: 0,
         ..tuning()
@@ -703,7 +701,14 @@ fn a_view_ending_at_a_segment_filler_stops_before_it() {
         tuning,
         ..create_options()
     };
-    let mut wal = Wal::create(&path, &options).unwrap();
+    Wal::create(path, &options).unwrap()
+}
+
+#[test]
+fn a_view_ending_at_a_segment_filler_stops_before_it() {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let path = dir.path().join("filler.wal");
+    let mut wal = create_unpadded(&path);
     // Fill the first ring segment up to 16 bytes before its end.
     let mut index = 0;
     loop {
@@ -799,15 +804,7 @@ fn a_file_read_cut_by_the_read_buffer_stops_before_the_record_it_cuts() {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let path = dir.path().join("cut.wal");
     // No block padding, so records straddle blocks as a follower's runs do.
-    let tuning = Tuning {
-        block_pad_bytes_max: 0,
-        ..tuning()
-    };
-    let options = ringraft_wal::CreateOptions {
-        tuning,
-        ..create_options()
-    };
-    let mut wal = Wal::create(&path, &options).unwrap();
+    let mut wal = create_unpadded(&path);
     // 480-byte records (448 of payload): a 28 KiB window (read buffer less
     // one block) ends inside one for most starting entries.
     let payload = |index: u64| vec![index as u8; 448];
@@ -827,7 +824,7 @@ fn a_file_read_cut_by_the_read_buffer_stops_before_the_record_it_cuts() {
         }
     }
     wal.sync().unwrap();
-    let read_buffer_bytes = tuning.read_buffer_bytes;
+    let read_buffer_bytes = tuning().read_buffer_bytes;
     let mut cut_reads = 0;
     for from in 1..=last {
         let view = wal
