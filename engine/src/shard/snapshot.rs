@@ -56,9 +56,8 @@
 //! while the state does not change) and the build takes up to
 //! `build_chunks_per_turn_max` per turn to end sooner: commit, flushes and
 //! replication go on, only acknowledgements wait. A received snapshot is
-//! installed in the turn
-//! its last chunk arrives (reading the staged file through the same bounded
-//! buffer).
+//! installed in the turn its last chunk arrives (reading the staged file
+//! through the same bounded buffer).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
