@@ -255,6 +255,15 @@ fn a_chunk_resent_after_apply_changed_the_state_is_refused() {
             applied: kv.applied()
         })
     );
+    // The build is over: going on where it was is refused too (never a
+    // snapshot cut short and marked done).
+    assert_eq!(
+        kv.snapshot_chunk(128, &mut buf),
+        Err(SnapshotError::UnexpectedOffset {
+            expected: 0,
+            got: 128
+        })
+    );
     // Starting over works, and captures the new state.
     assert_eq!(
         kv.snapshot_chunk(0, &mut buf).unwrap().snapshot,

@@ -346,11 +346,20 @@ impl StateMachine for Kv {
         } else {
             cursor.fill(&self.map, &self.kept, offset, out)
         };
-        if chunk.as_ref().map_or(true, |chunk| chunk.done) {
-            // Done, or failed (the runtime starts over at 0): nothing more
-            // needs keeping aside.
-            cursor.end();
-            self.kept.clear();
+        match &chunk {
+            // Done: nothing more needs keeping aside; the cursor stays for
+            // chunks resent while the state has not changed.
+            Ok(done) if done.done => {
+                cursor.end();
+                self.kept.clear();
+            }
+            Ok(_) => {}
+            // Failed: the build is over (a caller starts again at 0), so no
+            // later offset can continue a cursor that stopped halfway.
+            Err(_) => {
+                self.build = None;
+                self.kept.clear();
+            }
         }
         chunk
     }
