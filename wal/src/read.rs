@@ -56,6 +56,13 @@ impl<'a> ReadView<'a> {
 }
 
 impl Wal {
+    /// How many times the file was read into the read buffer (each read is
+    /// up to `read_buffer_bytes`): what serving entries that left ring
+    /// memory cost.
+    pub fn file_reads(&self) -> u64 {
+        self.file_reads
+    }
+
     /// Header of the record at `position` (in memory, or through the read buffer).
     pub(crate) fn header_at(&mut self, position: u64) -> Result<RecordHeader> {
         if position >= self.mem_low() {
@@ -85,6 +92,7 @@ impl Wal {
             self.file
                 .read_exact_at(self.read_buffer.slice_mut(0, window_len), file_offset)
                 .map_err(|e| WalError::io("read WAL file", e))?;
+            self.file_reads += 1;
             self.read_window_start = from;
             // Only bytes below `durable` stay as they are (until a
             // truncation, which forgets the window): the rest of the last
@@ -166,7 +174,19 @@ impl Wal {
         }
         // Older than ring memory: durable, on file (see room_for's invariant).
         let limit = segment_end.min(self.durable_position);
-        let want = ((limit - position) as usize).min(self.read_buffer.len() - BLOCK_BYTES);
+        let mut want = ((limit - position) as usize).min(self.read_buffer.len() - BLOCK_BYTES);
+        // A reader going on through the file (an applier taking part of a
+        // view, a sender's smaller frames) takes what the window already
+        // holds, if that is a whole record at least, rather than reading a
+        // whole new window for the rest.
+        let window_end = self.read_window_start + self.read_window_len as u64;
+        if position >= self.read_window_start && position < window_end {
+            let cached = (window_end - position) as usize;
+            let first = self.header_at(position)?;
+            if first.record_bytes() <= cached {
+                want = want.min(cached);
+            }
+        }
         let file_offset = self.file_offset(position);
         let bytes = self.file_bytes(position, want)?;
         match take_records(bytes, max_bytes, true) {

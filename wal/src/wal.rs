@@ -213,6 +213,8 @@ pub struct Wal {
     /// Part of the log held in `read_buffer`: [read_window_start, + read_window_len).
     pub(crate) read_window_start: u64,
     pub(crate) read_window_len: usize,
+    /// Reads of the file into `read_buffer` so far (see `Wal::file_reads`).
+    pub(crate) file_reads: u64,
     pub(crate) superblock_buffer: AlignedMemory,
     pub(crate) superblock: Superblock,
     pub(crate) index: ChunkIndex,
@@ -450,6 +452,7 @@ impl Wal {
             read_buffer: AlignedMemory::new(tuning.read_buffer_bytes, "read buffer")?,
             read_window_start: 0,
             read_window_len: 0,
+            file_reads: 0,
             superblock_buffer: AlignedMemory::new(SUPERBLOCK_BYTES, "superblock buffer")?,
             superblock,
             index: ChunkIndex::new(superblock.capacity_bytes, tuning.index_chunk_bytes),

@@ -825,8 +825,12 @@ fn a_file_read_cut_by_the_read_buffer_stops_before_the_record_it_cuts() {
     }
     wal.sync().unwrap();
     let read_buffer_bytes = tuning().read_buffer_bytes;
+    // Each read goes on after the last entry of the one before, as the
+    // applier does: the record the previous window cut is not in the
+    // window whole, so every read loads a fresh window, cut again.
     let mut cut_reads = 0;
-    for from in 1..=last {
+    let mut from = 1;
+    loop {
         let view = wal
             .read(from, 4 * read_buffer_bytes)
             .unwrap_or_else(|error| panic!("read from entry {from}: {error}"));
@@ -846,9 +850,53 @@ fn a_file_read_cut_by_the_read_buffer_stops_before_the_record_it_cuts() {
         if view.bytes().len() + 480 > read_buffer_bytes - 4096 {
             cut_reads += 1;
         }
+        from = next;
     }
     assert!(
-        cut_reads > 100,
-        "only {cut_reads} reads ended at the buffer"
+        from > RING_BYTES / 480,
+        "only {from} entries came from the file"
+    );
+    assert!(cut_reads >= 5, "only {cut_reads} reads ended at the buffer");
+}
+
+/// A reader taking a little at a time from the file (the applier's batch,
+/// a sender's frame) is served from the window already read as long as it
+/// holds the next record whole: one file read per window, not per call.
+#[test]
+fn small_reads_through_the_file_reuse_the_read_window() {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let path = dir.path().join("window.wal");
+    let mut wal = create_unpadded(&path);
+    let payload = |index: u64| vec![index as u8; 448];
+    let last = 2 * RING_BYTES / 480;
+    for index in 1..=last {
+        while let Err(error) = wal.append(1, &payload(index)) {
+            assert!(matches!(error, WalError::RingFull { .. }), "{error}");
+            wal.sync().unwrap();
+        }
+    }
+    wal.sync().unwrap();
+    let reads_before = wal.file_reads();
+    let (mut from, mut file_bytes, mut views) = (1, 0, 0);
+    loop {
+        let view = wal.read(from, 2048).unwrap();
+        if view.from_memory() {
+            break;
+        }
+        for record in view.records() {
+            let record = record.unwrap();
+            assert_eq!(record.header.io_id(), IoId::new(1, from));
+            assert_eq!(record.payload, &payload(from)[..]);
+            from += 1;
+        }
+        file_bytes += view.bytes().len();
+        views += 1;
+    }
+    let reads = wal.file_reads() - reads_before;
+    let windows = file_bytes / (tuning().read_buffer_bytes - 4096) + 1;
+    assert!(views > 100, "only {views} small reads");
+    assert!(
+        reads <= 2 * windows as u64,
+        "{reads} file reads for {views} small reads of {file_bytes} bytes ({windows} windows)"
     );
 }
