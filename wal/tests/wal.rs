@@ -691,6 +691,31 @@ fn the_completion_eventfd_wakes_an_executor_and_flush_reap_never_blocks() {
     }
 }
 
+/// Entry `index`'s payload in the tests of reads through the file.
+fn payload(index: u64) -> Vec<u8> {
+    vec![index as u8; 448]
+}
+
+/// Appends two rings' worth of 480-byte entries (`payload(1)`, ...) and
+/// makes them durable: the first ring's worth is then read from the file.
+fn append_two_rings(wal: &mut Wal) {
+    for index in 1..=2 * RING_BYTES / 480 {
+        loop {
+            match wal.append(1, &payload(index)) {
+                Ok(id) => {
+                    assert_eq!(id, IoId::new(1, index));
+                    break;
+                }
+                Err(WalError::RingFull { .. }) => {
+                    wal.sync().unwrap();
+                }
+                Err(error) => panic!("append {index}: {error}"),
+            }
+        }
+    }
+    wal.sync().unwrap();
+}
+
 /// A WAL that never pads the rest of a block after a record.
 fn create_unpadded(path: &std::path::Path) -> Wal {
     let tuning = Tuning {
@@ -807,23 +832,7 @@ fn a_file_read_cut_by_the_read_buffer_stops_before_the_record_it_cuts() {
     let mut wal = create_unpadded(&path);
     // 480-byte records (448 of payload): a 28 KiB window (read buffer less
     // one block) ends inside one for most starting entries.
-    let payload = |index: u64| vec![index as u8; 448];
-    let last = 2 * RING_BYTES / 480;
-    for index in 1..=last {
-        loop {
-            match wal.append(1, &payload(index)) {
-                Ok(id) => {
-                    assert_eq!(id, IoId::new(1, index));
-                    break;
-                }
-                Err(WalError::RingFull { .. }) => {
-                    wal.sync().unwrap();
-                }
-                Err(error) => panic!("append {index}: {error}"),
-            }
-        }
-    }
-    wal.sync().unwrap();
+    append_two_rings(&mut wal);
     let read_buffer_bytes = tuning().read_buffer_bytes;
     // Each read goes on after the last entry of the one before, as the
     // applier does: the record the previous window cut is not in the
@@ -867,15 +876,7 @@ fn small_reads_through_the_file_reuse_the_read_window() {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let path = dir.path().join("window.wal");
     let mut wal = create_unpadded(&path);
-    let payload = |index: u64| vec![index as u8; 448];
-    let last = 2 * RING_BYTES / 480;
-    for index in 1..=last {
-        while let Err(error) = wal.append(1, &payload(index)) {
-            assert!(matches!(error, WalError::RingFull { .. }), "{error}");
-            wal.sync().unwrap();
-        }
-    }
-    wal.sync().unwrap();
+    append_two_rings(&mut wal);
     let reads_before = wal.file_reads();
     let (mut from, mut file_bytes, mut views) = (1, 0, 0);
     loop {
