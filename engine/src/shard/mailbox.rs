@@ -209,31 +209,13 @@ impl Mailbox {
         reply: &mut Vec<u8>,
         timeout: Duration,
     ) -> Result<Outcome, CallError> {
-        if request.len() > self.request_bytes_max {
-            return Err(CallError::TooLarge {
-                bytes: request.len(),
-                request_bytes_max: self.request_bytes_max,
-            });
-        }
+        self.check_size(request)?;
         let deadline = Instant::now() + timeout;
         let index = self.take_free(deadline)?;
         let slot = &self.slots[index as usize];
-        let mut state = lock(&slot.state);
-        state.generation += 1;
-        state.kind = kind;
-        state.request[..request.len()].copy_from_slice(request);
-        state.request_len = request.len();
-        state.reply_len = 0;
-        state.outcome = None;
-        state.notify = None;
-        let ticket = Ticket {
-            slot: index,
-            generation: state.generation,
-        };
-        // Unlocked while the shard is woken, so it never blocks on this
-        // slot's lock in `with_request`; re-taken below to wait.
-        drop(state);
-        self.enqueue(ticket);
+        // The slot is unlocked while the shard is woken, so it never blocks
+        // on this slot's lock in `with_request`; re-taken below to wait.
+        self.enqueue(self.fill(index, kind, request, None));
         let mut state = lock(&slot.state);
         let result = loop {
             if let Some(outcome) = state.outcome {
@@ -285,13 +267,32 @@ impl Mailbox {
         request: &[u8],
         notify: &Arc<Notifier>,
     ) -> Result<Ticket, CallError> {
+        self.check_size(request)?;
+        let index = lock(&self.free).pop().ok_or(CallError::Full)?;
+        let ticket = self.fill(index, kind, request, Some(notify.clone()));
+        self.enqueue(ticket);
+        Ok(ticket)
+    }
+
+    fn check_size(&self, request: &[u8]) -> Result<(), CallError> {
         if request.len() > self.request_bytes_max {
             return Err(CallError::TooLarge {
                 bytes: request.len(),
                 request_bytes_max: self.request_bytes_max,
             });
         }
-        let index = lock(&self.free).pop().ok_or(CallError::Full)?;
+        Ok(())
+    }
+
+    /// Writes a request into free slot `index` under a new generation
+    /// (unlocked again on return) and names it.
+    fn fill(
+        &self,
+        index: u32,
+        kind: RequestKind,
+        request: &[u8],
+        notify: Option<Arc<Notifier>>,
+    ) -> Ticket {
         let mut state = lock(&self.slots[index as usize].state);
         state.generation += 1;
         state.kind = kind;
@@ -299,14 +300,11 @@ impl Mailbox {
         state.request_len = request.len();
         state.reply_len = 0;
         state.outcome = None;
-        state.notify = Some(notify.clone());
-        let ticket = Ticket {
+        state.notify = notify;
+        Ticket {
             slot: index,
             generation: state.generation,
-        };
-        drop(state);
-        self.enqueue(ticket);
-        Ok(ticket)
+        }
     }
 
     /// For a ticket of [`Mailbox::try_submit`]: once the shard completed
