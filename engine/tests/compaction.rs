@@ -6,7 +6,7 @@
 //! reads the same registers as the writers expect.
 
 mod common;
-use common::{leader, ports};
+use common::{leader, start_all, three_peers};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -246,11 +246,8 @@ fn snapshot_of(dir: &Path, id: u64) -> Option<SnapshotHeader> {
 fn a_node_behind_the_purge_point_catches_up_through_a_multi_chunk_snapshot() {
     let _ = log::set_logger(&LOGGER).map(|()| log::set_max_level(log::LevelFilter::Info));
     let dir = tempfile::tempdir().unwrap();
-    let peers: Vec<(u64, SocketAddr)> = (1..=3).map(|id| (id, ports::addr())).collect();
-    let mut nodes: Vec<Option<Node>> = peers
-        .iter()
-        .map(|&(id, _)| Some(start(id, &peers, dir.path())))
-        .collect();
+    let peers = three_peers();
+    let mut nodes = start_all(&peers, dir.path(), start);
     let mut expected = vec![Vec::new(); REGISTERS];
 
     // Twice the WAL file's worth of entries: every proposal commits.
@@ -303,7 +300,7 @@ fn a_node_behind_the_purge_point_catches_up_through_a_multi_chunk_snapshot() {
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(file.metadata().unwrap().len() - 1).unwrap();
     // Fresh ports: only the snapshot is under test here.
-    let peers: Vec<(u64, SocketAddr)> = (1..=3).map(|id| (id, ports::addr())).collect();
+    let peers = three_peers();
     let error = match try_start(2, &peers, dir.path()) {
         Ok(_) => panic!("a node started on a damaged snapshot"),
         Err(error) => error.to_string(),
@@ -320,7 +317,7 @@ fn a_node_behind_the_purge_point_catches_up_through_a_multi_chunk_snapshot() {
 #[test]
 fn a_ring_too_small_to_receive_a_frame_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let peers: Vec<(u64, SocketAddr)> = (1..=3).map(|id| (id, ports::addr())).collect();
+    let peers = three_peers();
     let mut small = config(1, &peers, dir.path());
     // A WAL this small needs smaller writes and file reads to be valid;
     // the check is the node's own, about the peer frames it receives.

@@ -5,7 +5,7 @@
 //! hang); once the followers are back, proposals commit again.
 
 mod common;
-use common::{Journal, leader, ports, small_config};
+use common::{Journal, leader, small_config, start_all, three_peers};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -25,11 +25,8 @@ fn start(id: u64, peers: &[(u64, SocketAddr)], dir: &Path) -> Node {
 #[test]
 fn a_proposal_not_admitted_in_time_is_refused_busy_and_the_group_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let peers: Vec<(u64, SocketAddr)> = (1..=3).map(|id| (id, ports::addr())).collect();
-    let mut nodes: Vec<Option<Node>> = peers
-        .iter()
-        .map(|&(id, _)| Some(start(id, &peers, dir.path())))
-        .collect();
+    let peers = three_peers();
+    let mut nodes = start_all(&peers, dir.path(), start);
     let at = leader(&nodes);
     let mut reply = Vec::new();
     nodes[at]

@@ -3,7 +3,7 @@
 //! restarted from its WAL replays and catches up.
 
 mod common;
-use common::{Journal, leader, ports, small_config};
+use common::{Journal, leader, small_config, start_all, three_peers};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -34,11 +34,8 @@ fn propose(nodes: &[Option<Node>], byte: u8) -> u64 {
 #[test]
 fn a_group_of_three_nodes_commits_fails_over_and_replays_its_wal() {
     let dir = tempfile::tempdir().unwrap();
-    let peers: Vec<(u64, SocketAddr)> = (1..=3).map(|id| (id, ports::addr())).collect();
-    let mut nodes: Vec<Option<Node>> = peers
-        .iter()
-        .map(|&(id, _)| Some(start(id, &peers, dir.path())))
-        .collect();
+    let peers = three_peers();
+    let mut nodes = start_all(&peers, dir.path(), start);
     let mut expected = Vec::new();
     for byte in 0..40u8 {
         let len = propose(&nodes, byte);

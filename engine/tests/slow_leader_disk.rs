@@ -5,7 +5,7 @@
 //! leader finds every acknowledged entry (on the followers, if not its own).
 
 mod common;
-use common::{Journal, leader, ports, small_config};
+use common::{Journal, leader, small_config, start_all, three_peers};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -30,11 +30,8 @@ fn start(id: u64, peers: &[(u64, SocketAddr)], dir: &Path) -> Node {
 #[test]
 fn writes_are_answered_by_the_followers_quorum_while_the_leaders_disk_lags() {
     let dir = tempfile::tempdir().unwrap();
-    let peers: Vec<(u64, SocketAddr)> = (1..=3).map(|id| (id, ports::addr())).collect();
-    let nodes: Vec<Option<Node>> = peers
-        .iter()
-        .map(|&(id, _)| Some(start(id, &peers, dir.path())))
-        .collect();
+    let peers = three_peers();
+    let nodes = start_all(&peers, dir.path(), start);
     let at = leader(&nodes);
     let node = nodes[at].as_ref().unwrap();
     let mut reply = Vec::new();

@@ -8,6 +8,8 @@
 #[path = "../../../tools/tests/common/ports.rs"]
 pub mod ports;
 
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ringraft_engine::shard::{
@@ -31,6 +33,30 @@ pub fn small_config(
     config.pin_cores = false;
     config
 }
+
+/// Three voters on reserved loopback ports.
+pub fn three_peers() -> Vec<(u64, SocketAddr)> {
+    (1..=3).map(|id| (id, ports::addr())).collect()
+}
+
+/// Starts every one of `peers` with `start(id, peers, dir)`.
+pub fn start_all(
+    peers: &[(u64, SocketAddr)],
+    dir: &Path,
+    start: impl Fn(u64, &[(u64, SocketAddr)], &Path) -> Node,
+) -> Vec<Option<Node>> {
+    peers
+        .iter()
+        .map(|&(id, _)| Some(start(id, peers, dir)))
+        .collect()
+}
+
+/// What the tests' state machines answer to snapshot calls: they never
+/// compact (their logs stay small).
+const NO_SNAPSHOTS: SnapshotError = SnapshotError::UnexpectedOffset {
+    expected: 0,
+    got: 0,
+};
 
 /// Appends every payload to a list; replies with the list's length; a query
 /// returns the whole list.
@@ -65,16 +91,10 @@ impl StateMachine for Journal {
         Ok(())
     }
     fn snapshot_chunk(&mut self, _: u64, _: &mut [u8]) -> Result<SnapshotChunk, SnapshotError> {
-        Err(SnapshotError::UnexpectedOffset {
-            expected: 0,
-            got: 0,
-        })
+        Err(NO_SNAPSHOTS)
     }
     fn install_chunk(&mut self, _: IoId, _: u64, _: &[u8], _: bool) -> Result<(), SnapshotError> {
-        Err(SnapshotError::UnexpectedOffset {
-            expected: 0,
-            got: 0,
-        })
+        Err(NO_SNAPSHOTS)
     }
 }
 
@@ -104,16 +124,10 @@ impl StateMachine for Nothing {
         Ok(())
     }
     fn snapshot_chunk(&mut self, _: u64, _: &mut [u8]) -> Result<SnapshotChunk, SnapshotError> {
-        Err(SnapshotError::UnexpectedOffset {
-            expected: 0,
-            got: 0,
-        })
+        Err(NO_SNAPSHOTS)
     }
     fn install_chunk(&mut self, _: IoId, _: u64, _: &[u8], _: bool) -> Result<(), SnapshotError> {
-        Err(SnapshotError::UnexpectedOffset {
-            expected: 0,
-            got: 0,
-        })
+        Err(NO_SNAPSHOTS)
     }
 }
 
