@@ -79,10 +79,6 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn start(dir: &Path) -> Cluster {
-        Cluster::start_with_wal(dir, WAL_MIB)
-    }
-
     fn start_with_wal(dir: &Path, wal_mib: u64) -> Cluster {
         let base = free_base();
         let peers: Vec<String> = (1..=NODES)
@@ -475,18 +471,50 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// leader down) and blur the throughput comparison.
 static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// A cluster under the clients' load, after its warm-up, with every
+/// node's term then. Bound field by field (in this order) by the tests, so
+/// the load stops before the cluster, and the cluster before its directory
+/// goes and the next test may start one.
+struct Loaded {
+    _serial: std::sync::MutexGuard<'static, ()>,
+    _dir: tempfile::TempDir,
+    cluster: Cluster,
+    load: Load,
+    terms: Vec<u64>,
+}
+
+impl Loaded {
+    fn start(wal_mib: u64, warm_up: Duration) -> Loaded {
+        let serial = ONE_CLUSTER_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir_in(
+            std::env::var_os("RINGRAFT_TEST_DIR").unwrap_or("/var/tmp".into()),
+        )
+        .unwrap();
+        let cluster = Cluster::start_with_wal(dir.path(), wal_mib);
+        wait_for_steady_leader(&cluster);
+        let load = Load::start(cluster.client(LEADER));
+        std::thread::sleep(warm_up);
+        let terms = (1..=NODES).map(|id| role_term(&cluster, id).1).collect();
+        Loaded {
+            _serial: serial,
+            _dir: dir,
+            cluster,
+            load,
+            terms,
+        }
+    }
+}
+
 fn slow_follower(stall: Duration, rounds: usize, phase: Duration) {
-    let _serial = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let dir =
-        tempfile::tempdir_in(std::env::var_os("RINGRAFT_TEST_DIR").unwrap_or("/var/tmp".into()))
-            .unwrap();
-    let cluster = Cluster::start(dir.path());
-    wait_for_steady_leader(&cluster);
-    let load = Load::start(cluster.client(LEADER));
-    std::thread::sleep(Duration::from_secs(1)); // warm-up
-    let terms: Vec<u64> = (1..=NODES).map(|id| role_term(&cluster, id).1).collect();
+    let Loaded {
+        _serial,
+        _dir,
+        cluster,
+        load,
+        terms,
+    } = Loaded::start(WAL_MIB, Duration::from_secs(1));
 
     // Healthy and slow phases alternate, in ABBA order (healthy first in
     // even rounds, slow first in odd ones) so a load drifting on the shared
@@ -574,17 +602,13 @@ fn slow_follower(stall: Duration, rounds: usize, phase: Duration) {
 }
 
 fn overloaded_follower(overload: Duration) {
-    let _serial = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let dir =
-        tempfile::tempdir_in(std::env::var_os("RINGRAFT_TEST_DIR").unwrap_or("/var/tmp".into()))
-            .unwrap();
-    let cluster = Cluster::start(dir.path());
-    wait_for_steady_leader(&cluster);
-    let load = Load::start(cluster.client(LEADER));
-    std::thread::sleep(Duration::from_secs(1)); // warm-up
-    let terms: Vec<u64> = (1..=NODES).map(|id| role_term(&cluster, id).1).collect();
+    let Loaded {
+        _serial,
+        _dir,
+        cluster,
+        load,
+        terms,
+    } = Loaded::start(WAL_MIB, Duration::from_secs(1));
     let (rss_start, budget) = memory(&cluster, SLOW);
     // The budget INFO shows is the one `serve --print-budget` prints.
     assert_eq!(cluster.printed_budget(SLOW), budget);
@@ -657,17 +681,13 @@ fn overloaded_follower(overload: Duration) {
 /// warning about entries it could not read.
 #[test]
 fn a_follower_stalled_past_the_purge_point_gets_a_snapshot() {
-    let _serial = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let dir =
-        tempfile::tempdir_in(std::env::var_os("RINGRAFT_TEST_DIR").unwrap_or("/var/tmp".into()))
-            .unwrap();
-    let cluster = Cluster::start_with_wal(dir.path(), SMALL_WAL_MIB);
-    wait_for_steady_leader(&cluster);
-    let load = Load::start(cluster.client(LEADER));
-    std::thread::sleep(Duration::from_millis(500)); // warm-up
-    let terms: Vec<u64> = (1..=NODES).map(|id| role_term(&cluster, id).1).collect();
+    let Loaded {
+        _serial,
+        _dir,
+        cluster,
+        load,
+        terms,
+    } = Loaded::start(SMALL_WAL_MIB, Duration::from_millis(500));
     let watcher = Watcher::start(&cluster, LEADER);
     debug_fault(
         &cluster,

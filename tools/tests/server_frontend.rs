@@ -47,11 +47,7 @@ impl Server {
     }
 
     fn connect(&self) -> TcpStream {
-        let stream = TcpStream::connect(self.client).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream
+        connect(self.client)
     }
 
     /// Both groups elected this node: a write on each is acknowledged.
@@ -90,6 +86,15 @@ impl Drop for Server {
 }
 
 /// The `n`-th key (of some deterministic list) whose slot is in `group`.
+/// A client connection that gives up reading after 10 s.
+fn connect(client: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(client).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
 fn key_in_group(group: u16, n: usize) -> Vec<u8> {
     let map = SlotMap::new(SHARDS).unwrap();
     (0..)
@@ -169,10 +174,7 @@ fn many_clients_on_one_node_each_read_their_own_writes() {
     let threads: Vec<_> = (0..64)
         .map(|c| {
             std::thread::spawn(move || {
-                let mut stream = TcpStream::connect(client).unwrap();
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(10)))
-                    .unwrap();
+                let mut stream = connect(client);
                 for i in 0..40 {
                     let key = format!("client-{c}-{i}");
                     let value = format!("{c}:{i}");
@@ -243,10 +245,7 @@ fn pipelined_reads_see_exactly_the_writes_before_them() {
     let threads: Vec<_> = (0..8)
         .map(|c| {
             std::thread::spawn(move || {
-                let mut stream = TcpStream::connect(client).unwrap();
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(10)))
-                    .unwrap();
+                let mut stream = connect(client);
                 for i in 0..40 {
                     for group in 0..SHARDS {
                         let key = key_in_group(group, 100 + c * 40 + i);
