@@ -1,12 +1,22 @@
 //! Why the KV's map lookups cost what they do at 100 000 keys: a point
-//! lookup of a random existing key in the KV's own map type (an ordered
-//! `BTreeMap` of boxed keys), the same map with each key's first 8 bytes
-//! held inline in the tree node (so most comparisons do not read the key's
-//! heap allocation), and a `HashMap`. Under load the KV applies every SET
-//! on three replicas; `perf` puts most of that time in cache misses of the
-//! tree walk (see the README's 64-client figures).
+//! lookup of a random existing key in
+//! - `btreemap_boxed_keys`: an ordered `BTreeMap` of boxed keys (the KV's
+//!   map until session 4), where each comparison on the way down reads a
+//!   key's heap allocation;
+//! - `btreemap_inline_head`: the same with each key's first 8 bytes inline
+//!   in the tree node;
+//! - `btreemap_hash_ordered`: ordered by (hash, bytes) with the hash inline
+//!   (`MapKey`), looked up through a borrowed `KeyRef`;
+//! - `kv_map`: the KV's map now (`service::map::Map`: a hash table, with the
+//!   ordered index beside it that lookups do not touch);
+//! - `hashmap`: a bare `HashMap` of boxed keys.
+//!
+//! Under load the KV applies every SET on three replicas; `perf` put most
+//! of that time in cache misses of the tree walk (see the README's
+//! 64-client figures).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ringraft_tools::service::map::{KeyRef, Map, MapKey};
 use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
 
@@ -34,6 +44,14 @@ fn kv_map(c: &mut Criterion) {
         .iter()
         .map(|k| ((head(k), k.clone()), value.clone()))
         .collect();
+    let hash_ordered: BTreeMap<MapKey, Vec<u8>> = keys
+        .iter()
+        .map(|k| (MapKey::new(k), value.clone()))
+        .collect();
+    let mut kv_map: Map<Vec<u8>> = Map::default();
+    for k in &keys {
+        kv_map.insert(KeyRef::new(k), value.clone());
+    }
     let hashed: HashMap<Box<[u8]>, Vec<u8>> = keys
         .iter()
         .map(|k| (k.clone().into_boxed_slice(), value.clone()))
@@ -65,6 +83,20 @@ fn kv_map(c: &mut Criterion) {
                 probe.1.clear();
                 probe.1.extend_from_slice(&keys[i]);
                 black_box(headed.get(&probe));
+            }
+        })
+    });
+    group.bench_function("btreemap_hash_ordered", |b| {
+        b.iter(|| {
+            for &i in &order {
+                black_box(hash_ordered.get(KeyRef::new(&keys[i]).q()));
+            }
+        })
+    });
+    group.bench_function("kv_map", |b| {
+        b.iter(|| {
+            for &i in &order {
+                black_box(kv_map.get(&keys[i]));
             }
         })
     });

@@ -5,6 +5,7 @@
 use proptest::prelude::*;
 use ringraft_engine::shard::{ApplyError, Entry, ResponseSlots, SnapshotError, StateMachine};
 use ringraft_tools::service::kv::{Kv, KvConfig, RESPONSE_BYTES_MAX};
+use ringraft_tools::service::map::KeyRef;
 use ringraft_tools::service::payload;
 use ringraft_tools::service::resp::ReplyBuf;
 use ringraft_tools::service::stream::{StreamId, XaddId};
@@ -371,6 +372,81 @@ fn a_damaged_snapshot_is_refused_and_the_old_state_stays() {
     ));
     install(&mut follower, snapshot, &chunks).unwrap();
     assert_eq!(observe(&follower), observe(&leader));
+}
+
+/// Snapshot bytes made by hand: a header of format `version`, then a
+/// string item per (key, value), in the order given.
+fn snapshot_bytes(version: u8, snapshot: IoId, strings: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    let mut out = vec![0u8];
+    out.extend_from_slice(b"RRKV");
+    out.push(version);
+    for n in [snapshot.term, snapshot.index, strings.len() as u64, 0] {
+        out.extend_from_slice(&n.to_le_bytes());
+    }
+    for (key, value) in strings {
+        out.push(1);
+        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        out.extend_from_slice(key);
+        out.extend_from_slice(value);
+    }
+    out
+}
+
+#[test]
+fn snapshots_in_either_key_order_version_install_and_others_are_refused() {
+    let snapshot = IoId::new(2, 40);
+    let mut strings: Vec<(Vec<u8>, Vec<u8>)> = (0..12)
+        .map(|k| (key(k), format!("v{k}").into_bytes()))
+        .collect();
+    let mut expected = Kv::new(KvConfig::default());
+    let sets: Vec<Op> = (0..12)
+        .map(|k| Op::Set(k, format!("v{k}").into_bytes()))
+        .collect();
+    apply_all(&mut expected, &sets, 4);
+
+    // Version 1 (written by earlier builds): keys in byte order.
+    strings.sort();
+    let by_bytes = strings.clone();
+    strings.sort_by(|a, b| KeyRef::new(&a.0).cmp(&KeyRef::new(&b.0)));
+    let by_hash = strings;
+    assert_ne!(by_bytes, by_hash, "the two orders differ for these keys");
+    let mut old = Kv::new(KvConfig::default());
+    install(
+        &mut old,
+        snapshot,
+        &[snapshot_bytes(1, snapshot, &by_bytes)],
+    )
+    .unwrap();
+    assert_eq!(observe(&old), observe(&expected));
+    assert_eq!(old.applied(), snapshot);
+
+    // Version 2 (written now): keys in hash order; what this build writes.
+    let mut new = Kv::new(KvConfig::default());
+    let written = snapshot_bytes(2, snapshot, &by_hash);
+    install(&mut new, snapshot, &[written]).unwrap();
+    assert_eq!(observe(&new), observe(&expected));
+
+    // Each version's check is its own order; a repeated key breaks both.
+    for (version, strings) in [(2, &by_bytes), (1, &by_hash)] {
+        let mut kv = Kv::new(KvConfig::default());
+        assert!(matches!(
+            install(
+                &mut kv,
+                snapshot,
+                &[snapshot_bytes(version, snapshot, strings)]
+            ),
+            Err(SnapshotError::Malformed { .. })
+        ));
+        assert_eq!(kv.key_count(), 0);
+    }
+    let mut repeated = by_bytes.clone();
+    repeated.insert(1, by_bytes[0].clone());
+    let mut kv = Kv::new(KvConfig::default());
+    assert!(matches!(
+        install(&mut kv, snapshot, &[snapshot_bytes(1, snapshot, &repeated)]),
+        Err(SnapshotError::Malformed { .. })
+    ));
 }
 
 #[test]

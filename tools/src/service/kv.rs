@@ -1,9 +1,10 @@
 //! The replicated KV + stream state machine: what SET, GET, DEL, XADD,
 //! XRANGE and XLEN act on.
 //!
-//! Keys are ordered (`BTreeMap`) so that a snapshot build can resume at
-//! "the key after the last one written" in O(log n), and so every replica
-//! produces the same snapshot bytes for the same state. A key holds a
+//! Keys live in a hash table with an ordered index beside it (`map.rs`):
+//! lookups touch the table only, and a snapshot build walks the index, so
+//! it can resume at "the key after the last one written" in O(log n), and
+//! every replica produces the same snapshot bytes for the same state. A key holds a
 //! string or a stream, as in Redis (a command of the other kind answers
 //! `-WRONGTYPE`; SET replaces either).
 //!
@@ -14,6 +15,7 @@
 //! buffer). A write past a bound is refused with `-OOM ...`.
 //!
 //! Snapshots (format, build, install) are in `snapshot.rs`.
+use super::map::KeyRef;
 use super::payload::{self, Fields, Read, Write};
 use super::resp::RespSink;
 use super::snapshot::{BuildCursor, Install, Preimages};
@@ -23,7 +25,6 @@ use ringraft_engine::shard::{
     SnapshotError, StateMachine,
 };
 use ringraft_wal::IoId;
-use std::collections::BTreeMap;
 
 /// The longest reply `apply` writes (an XADD id bulk, or the longest error).
 pub const RESPONSE_BYTES_MAX: usize = 128;
@@ -59,7 +60,7 @@ impl Default for KvConfig {
 }
 
 /// The state: every key and what it holds, ordered.
-pub(super) type Map = BTreeMap<Box<[u8]>, Value>;
+pub(super) type Map = super::map::Map<Value>;
 
 /// What a key holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +87,7 @@ impl Kv {
     pub fn new(config: KvConfig) -> Kv {
         Kv {
             config,
-            map: BTreeMap::new(),
+            map: Map::default(),
             stream_entries: 0,
             applied: IoId::ZERO,
             build: None,
@@ -103,14 +104,14 @@ impl Kv {
 
     /// Before apply changes `key` in place or creates it: a build in
     /// progress keeps what it still needs of it.
-    fn preserve(&mut self, key: &[u8]) {
+    fn preserve(&mut self, key: KeyRef<'_>) {
         if let Some(build) = self.build.as_ref().filter(|b| b.in_progress()) {
-            build.preserve(&mut self.kept, key, self.map.get(key));
+            build.preserve(&mut self.kept, key, self.map.get(key.bytes()));
         }
     }
 
     /// A value apply removed from the map: kept if a build still needs it.
-    fn retire(&mut self, key: &[u8], old: Value) {
+    fn retire(&mut self, key: KeyRef<'_>, old: Value) {
         if let Value::Stream(stream) = &old {
             self.stream_entries -= stream.len();
         }
@@ -143,7 +144,7 @@ impl Kv {
             Write::Set { key, value } => self.set(key, value, reply),
             Write::Del { keys } => {
                 let mut deleted = 0;
-                for key in keys.iter() {
+                for key in keys.iter().map(KeyRef::new) {
                     if let Some(old) = self.map.remove(key) {
                         deleted += 1;
                         self.retire(key, old);
@@ -166,7 +167,7 @@ impl Kv {
         }
         if self.building() && !matches!(self.map.get(key), Some(Value::Stream(_))) {
             // A stream replaced by a string is kept whole below, as it leaves.
-            self.preserve(key);
+            self.preserve(KeyRef::new(key));
         }
         match self.map.get_mut(key) {
             Some(Value::String(old)) => {
@@ -176,13 +177,14 @@ impl Kv {
             }
             Some(slot @ Value::Stream(_)) => {
                 let old = std::mem::replace(slot, Value::String(value.to_vec()));
-                self.retire(key, old);
+                self.retire(KeyRef::new(key), old);
             }
             None => {
                 if self.map.len() == self.config.keys_max {
                     return reply.error(b"OOM command not allowed: keys_max reached");
                 }
-                self.map.insert(key.into(), Value::String(value.to_vec()));
+                self.map
+                    .insert(KeyRef::new(key), Value::String(value.to_vec()));
             }
         }
         reply.simple(b"OK")
@@ -221,12 +223,12 @@ impl Kv {
                 );
             }
         };
-        self.preserve(key);
-        let value = self
-            .map
-            .entry(key.into())
-            .or_insert_with(|| Value::Stream(Stream::default()));
-        let Value::Stream(stream) = value else {
+        self.preserve(KeyRef::new(key));
+        if !self.map.contains_key(key) {
+            self.map
+                .insert(KeyRef::new(key), Value::Stream(Stream::default()));
+        }
+        let Some(Value::Stream(stream)) = self.map.get_mut(key) else {
             unreachable!("checked above");
         };
         stream.insert(id, fields.encoded());

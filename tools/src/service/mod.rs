@@ -21,6 +21,7 @@
 //! | `info.rs` | INFO sections |
 //! | `process.rs` | what the server registers once: memory budget, testing-only DEBUG FAULT |
 //! | `kv.rs` | the KV + stream state machine (`StateMachine`) |
+//! | `map.rs` | the KV's map: hash table for lookups, index ordered by key hash for snapshots |
 //! | `snapshot.rs` | its snapshot format, chunked build and checked install |
 //! | `stream.rs` | stream ids and one stream's entries |
 //!
@@ -84,6 +85,7 @@ mod cluster;
 pub mod command;
 mod info;
 pub mod kv;
+pub mod map;
 pub mod payload;
 pub mod process;
 pub mod resp;

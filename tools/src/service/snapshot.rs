@@ -5,16 +5,18 @@
 //! chunks anywhere:
 //!
 //! ```text
-//! header  | 0 u8 | magic "RRKV" | version u8 = 1 | term u64 | index u64 | keys u64 | stream_entries u64 |
+//! header  | 0 u8 | magic "RRKV" | version u8 = 2 | term u64 | index u64 | keys u64 | stream_entries u64 |
 //! string  | 1 u8 | key_len u32 | value_len u32 | key | value |
 //! stream  | 2 u8 | key_len u32 | last_ms u64 | last_seq u64 | entries u64 | key |
 //! entry   | 3 u8 | ms u64 | seq u64 | fields_len u32 | fields |     (belongs to the stream before it)
 //! ```
 //!
-//! The header comes first; keys follow in strictly increasing order; a
-//! stream's entries follow it in strictly increasing id order, never above
-//! its `last` id. Install checks all of it, and the counts, before the new
-//! state replaces the old one.
+//! The header comes first; keys follow in strictly increasing map order
+//! (XXH3-64 hash of the key, then its bytes: `key.rs`); a stream's entries
+//! follow it in strictly increasing id order, never above its `last` id.
+//! Install checks all of it, and the counts, before the new state replaces
+//! the old one. Version 1 (written before keys were ordered by hash) is
+//! the same with keys in byte order; it still installs.
 //!
 //! A build walks the ordered map with a cursor (the current key, stream
 //! entry and byte within the item), so each chunk costs O(log n) to
@@ -40,6 +42,7 @@
 //! (`StateMachine::applies_during_build`).
 
 use super::kv::{KvConfig, Map, Value};
+use super::map::{KeyOrder, KeyRef, MapKey, Range};
 use super::payload::Fields;
 use super::stream::{Stream, StreamId};
 use ringraft_engine::shard::{SnapshotChunk, SnapshotError};
@@ -49,7 +52,9 @@ use std::iter::Peekable;
 use std::ops::Bound::{Excluded, Unbounded};
 
 const MAGIC: &[u8; 4] = b"RRKV";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// The version whose keys are in byte order.
+const VERSION_BYTE_ORDER: u8 = 1;
 const KIND_HEADER: u8 = 0;
 const KIND_STRING: u8 = 1;
 const KIND_STREAM: u8 = 2;
@@ -93,7 +98,7 @@ pub(super) enum Preimage {
 /// The build's view of the keys apply changed before the build wrote them.
 #[derive(Debug, Default)]
 pub(super) struct Preimages {
-    keys: BTreeMap<Box<[u8]>, Preimage>,
+    keys: BTreeMap<MapKey, Preimage>,
     /// Bytes kept: keys, and the values moved or copied here.
     bytes: usize,
 }
@@ -127,8 +132,9 @@ pub(super) struct BuildCursor {
     item: BuildItem,
     /// Bytes of the current item already written.
     item_offset: usize,
-    /// The current key (a reused buffer).
+    /// The current key (a reused buffer) and its hash.
     key: Vec<u8>,
+    key_hash: u64,
     entry: StreamId,
 }
 
@@ -144,6 +150,10 @@ pub(super) struct Install {
     /// The stream whose entries are arriving, and how many it announced.
     stream: Option<(Box<[u8]>, Stream, u64)>,
     stream_entries: usize,
+    /// The header's format version.
+    version: u8,
+    /// The last key added (a reused buffer), which the next must follow.
+    last_key: Option<Vec<u8>>,
 }
 
 impl BuildCursor {
@@ -165,6 +175,7 @@ impl BuildCursor {
             item: BuildItem::Header,
             item_offset: 0,
             key,
+            key_hash: 0,
             entry: StreamId::ZERO,
         }
     }
@@ -192,18 +203,23 @@ impl BuildCursor {
 
     /// Whether the build has written `key` already (then apply may change
     /// it freely); a key it is in the middle of is not written.
-    fn written(&self, key: &[u8]) -> bool {
+    fn written(&self, key: KeyRef<'_>) -> bool {
         match self.item {
             BuildItem::Header => false,
-            BuildItem::Key | BuildItem::Entry => key < &self.key[..],
+            BuildItem::Key | BuildItem::Entry => key < self.key(),
             BuildItem::End => true,
         }
     }
 
+    /// The current key.
+    fn key(&self) -> KeyRef<'_> {
+        KeyRef::from_parts(self.key_hash, &self.key)
+    }
+
     /// Called before apply changes `key` in place or creates it (`current`:
     /// its value now): keeps what the build still needs of it.
-    pub(super) fn preserve(&self, kept: &mut Preimages, key: &[u8], current: Option<&Value>) {
-        if self.written(key) || kept.keys.contains_key(key) {
+    pub(super) fn preserve(&self, kept: &mut Preimages, key: KeyRef<'_>, current: Option<&Value>) {
+        if self.written(key) || kept.keys.contains_key(key.q()) {
             return;
         }
         let (preimage, value_bytes) = match current {
@@ -219,20 +235,20 @@ impl BuildCursor {
                 0,
             ),
         };
-        kept.bytes += key.len() + value_bytes + PREIMAGE_OVERHEAD_BYTES;
-        kept.keys.insert(key.into(), preimage);
+        kept.bytes += key.bytes().len() + value_bytes + PREIMAGE_OVERHEAD_BYTES;
+        kept.keys.insert(key.to_owned(), preimage);
     }
 
     /// Called with a value apply removed from the map (deleted, or a
     /// stream replaced by a string): keeps it if the build still needs it.
-    pub(super) fn retire(&self, kept: &mut Preimages, key: &[u8], old: Value) {
+    pub(super) fn retire(&self, kept: &mut Preimages, key: KeyRef<'_>, old: Value) {
         if self.written(key) {
             return;
         }
-        match kept.keys.get_mut(key) {
+        match kept.keys.get_mut(key.q()) {
             None => {
-                kept.bytes += key.len() + value_bytes(&old) + PREIMAGE_OVERHEAD_BYTES;
-                kept.keys.insert(key.into(), Preimage::Value(old));
+                kept.bytes += key.bytes().len() + value_bytes(&old) + PREIMAGE_OVERHEAD_BYTES;
+                kept.keys.insert(key.to_owned(), Preimage::Value(old));
             }
             Some(preimage @ Preimage::StreamAt { .. }) => {
                 let Preimage::StreamAt { last, len } = *preimage else {
@@ -418,9 +434,14 @@ impl Install {
         match (item[0], self.header) {
             (KIND_HEADER, None) => {
                 let id = IoId::new(u64_at(6), u64_at(14));
-                if &item[1..5] != MAGIC || item[5] != VERSION || id != self.snapshot {
+                let version = item[5];
+                if &item[1..5] != MAGIC
+                    || !(version == VERSION || version == VERSION_BYTE_ORDER)
+                    || id != self.snapshot
+                {
                     return Err(ItemError::Malformed);
                 }
+                self.version = version;
                 self.header = Some((u64_at(22), u64_at(30)));
             }
             (KIND_STRING, Some(_)) => {
@@ -436,11 +457,7 @@ impl Install {
                 if self.map.len() == keys_max {
                     return Err(ItemError::OverBound);
                 }
-                if self
-                    .map
-                    .last_key_value()
-                    .is_some_and(|(last, _)| **last >= *key)
-                {
+                if !self.follows_last_key(key) {
                     return Err(ItemError::Malformed);
                 }
                 let stream = Stream {
@@ -483,15 +500,27 @@ impl Install {
         if self.map.len() == keys_max {
             return Err(ItemError::OverBound);
         }
-        if self
-            .map
-            .last_key_value()
-            .is_some_and(|(last, _)| **last >= *key)
-        {
+        if !self.follows_last_key(key) {
             return Err(ItemError::Malformed);
         }
-        self.map.insert(key.into(), value);
+        let last = self.last_key.get_or_insert_default();
+        last.clear();
+        last.extend_from_slice(key);
+        self.map.insert(KeyRef::new(key), value);
         Ok(())
+    }
+
+    /// Whether `key` comes after the last key added, in the header
+    /// version's order (so no key repeats).
+    fn follows_last_key(&self, key: &[u8]) -> bool {
+        let Some(last) = &self.last_key else {
+            return true;
+        };
+        if self.version == VERSION_BYTE_ORDER {
+            key > &last[..]
+        } else {
+            KeyRef::new(key) > KeyRef::new(last)
+        }
     }
 
     /// Moves the stream being received into the staged map once all its
@@ -635,6 +664,7 @@ fn item_parts<'m>(
         }
         BuildItem::Key => {
             let (key, view) = walk.current.expect("cursor key exists");
+            let key = key.bytes();
             match view {
                 View::String(value) => {
                     put(&[KIND_STRING]);
@@ -708,8 +738,8 @@ fn seek(
     Ok(())
 }
 
-type MapRange<'m> = Peekable<std::collections::btree_map::Range<'m, Box<[u8]>, Value>>;
-type KeptRange<'m> = Peekable<std::collections::btree_map::Range<'m, Box<[u8]>, Preimage>>;
+type MapRange<'m> = Peekable<Range<'m, Value>>;
+type KeptRange<'m> = Peekable<std::collections::btree_map::Range<'m, MapKey, Preimage>>;
 
 /// One `fill` (or `seek`) call's walk over the map and the kept preimages
 /// from the cursor's key: one tree descent each per call, then the keys in
@@ -717,7 +747,7 @@ type KeptRange<'m> = Peekable<std::collections::btree_map::Range<'m, Box<[u8]>, 
 /// cursor's key is stored back at the end, for the next call).
 struct Walk<'m> {
     /// The cursor's key and view (None before the first key and at the end).
-    current: Option<(&'m [u8], View<'m>)>,
+    current: Option<(KeyRef<'m>, View<'m>)>,
     /// The keys after it, in the map and among the kept ones.
     map: MapRange<'m>,
     kept: KeptRange<'m>,
@@ -727,10 +757,8 @@ impl<'m> Walk<'m> {
     fn new(map: &'m Map, kept: &'m Preimages, cursor: &BuildCursor) -> Walk<'m> {
         let all = || {
             (
-                map.range::<[u8], _>((Unbounded, Unbounded)).peekable(),
-                kept.keys
-                    .range::<[u8], _>((Unbounded, Unbounded))
-                    .peekable(),
+                map.iter().peekable(),
+                kept.keys.range::<dyn KeyOrder, _>(..).peekable(),
             )
         };
         match cursor.item {
@@ -744,21 +772,21 @@ impl<'m> Walk<'m> {
                 }
             }
             BuildItem::Key | BuildItem::Entry => {
-                let key = &cursor.key[..];
+                let key = cursor.key();
                 let in_map = map.get_key_value(key);
-                let in_kept = kept.keys.get_key_value(key);
+                let in_kept = kept.keys.get_key_value(key.q());
                 let stored = in_map
-                    .map(|(key, _)| &key[..])
-                    .or(in_kept.map(|(key, _)| &key[..]))
+                    .map(|(key, _)| key.as_ref())
+                    .or(in_kept.map(|(key, _)| key.as_ref()))
                     .expect("the cursor's key is in the map or kept aside");
                 let view = View::of(in_map.map(|(_, v)| v), in_kept.map(|(_, p)| p))
                     .expect("the cursor's key is in the snapshot");
                 Walk {
                     current: Some((stored, view)),
-                    map: map.range::<[u8], _>((Excluded(key), Unbounded)).peekable(),
+                    map: map.range_after(Some(key)).peekable(),
                     kept: kept
                         .keys
-                        .range::<[u8], _>((Excluded(key), Unbounded))
+                        .range::<dyn KeyOrder, _>((Excluded(key.q()), Unbounded))
                         .peekable(),
                 }
             }
@@ -766,7 +794,7 @@ impl<'m> Walk<'m> {
     }
 
     /// The next key of the snapshot after the current one, and its view.
-    fn next_key(&mut self) -> Option<(&'m [u8], View<'m>)> {
+    fn next_key(&mut self) -> Option<(KeyRef<'m>, View<'m>)> {
         loop {
             let (key, value, kept) = match (self.map.peek(), self.kept.peek()) {
                 (None, None) => return None,
@@ -796,7 +824,7 @@ impl<'m> Walk<'m> {
             };
             // A key created after the snapshot is skipped.
             if let Some(view) = View::of(value, kept) {
-                return Some((&key[..], view));
+                return Some((key.as_ref(), view));
             }
         }
     }
@@ -804,10 +832,11 @@ impl<'m> Walk<'m> {
     /// Leaves the current key in the cursor, where the next call resumes.
     fn store(&self, cursor: &mut BuildCursor) {
         if let Some((key, _)) = self.current
-            && cursor.key[..] != *key
+            && cursor.key() != key
         {
             cursor.key.clear();
-            cursor.key.extend_from_slice(key);
+            cursor.key.extend_from_slice(key.bytes());
+            cursor.key_hash = key.hash();
         }
     }
 }
