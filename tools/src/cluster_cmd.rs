@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use crate::bench::local_cluster::{ClusterSpec, LocalCluster, Logs, describe};
+use crate::bench::local_cluster::{ClusterSpec, LocalCluster, Logs, describe, machine_cores};
 use crate::bench::topology::Readiness;
 
 /// How often the launcher looks at signals and children.
@@ -50,6 +50,7 @@ pub fn run(args: ClusterArgs) -> ExitCode {
         cluster_id: args.cluster_id,
         extra_args: Vec::new(),
         logs: Logs::Inherit,
+        cores: machine_cores(),
     };
     if let Err(error) = crate::signals::install() {
         eprintln!("ringraft cluster: cannot install signal handlers: {error}");

@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::BenchError;
 use super::embedded::EmbeddedCluster;
 use super::loadgen::{self, LoadConfig, Outcome, Workload};
-use super::local_cluster::{ClusterSpec, LocalCluster, Logs};
+use super::local_cluster::{ClusterSpec, LocalCluster, Logs, machine_cores};
 use super::report::Summary;
 use super::resources::{Sampler, Watched};
 use super::topology::{SlotTable, elections_between, group_terms, resolve};
@@ -147,6 +147,7 @@ fn bench(args: &ClusterBenchArgs) -> Result<ExitCode, BenchError> {
                 .chain(args.serve_arg.iter().cloned())
                 .collect(),
                 logs: Logs::Files,
+                cores: machine_cores(),
             };
             spec.check_ports_free()?;
             let mode = if args.in_process {
@@ -320,6 +321,5 @@ fn progress_bar(duration: Duration) -> ProgressBar {
 /// Measured on 2 cores with 3 nodes: 1 shard per node gave more ops/s and
 /// lower latency than 2 (README, "Benchmark").
 fn local_shards(nodes: u16) -> u16 {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (cores / usize::from(nodes.max(1))).clamp(1, usize::from(u16::MAX)) as u16
+    (machine_cores() / usize::from(nodes.max(1))).clamp(1, usize::from(u16::MAX)) as u16
 }

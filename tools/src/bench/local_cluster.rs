@@ -13,7 +13,15 @@
 //!
 //! Every node is started as
 //! `<this executable> serve --id <id> --data-dir <dir> --peers 1=127.0.0.1:<peer1>,...
-//!  --client-addr 127.0.0.1:<client> --cluster-id <X> [--shards S] [extra...]`.
+//!  --client-addr 127.0.0.1:<client> --cluster-id <X> [--shards S]
+//!  (--first-core C | --no-pin) [extra...]`.
+//!
+//! Pinning: when every shard thread of every node can have a core of its
+//! own, node k's shards are pinned from core (k−1)·S on. When there are
+//! more shard threads than cores (3 nodes on 2 cores), none is pinned: a
+//! pinned thread cannot move to the core another node leaves idle, and on
+//! 2 cores `ringraft bench` measured a median 49k ops/s pinned against 60k
+//! unpinned (README, "Benchmark").
 //! Children get their own process group (a terminal's Ctrl-C reaches only
 //! the launcher, which forwards it) and SIGTERM if the launcher dies.
 
@@ -35,6 +43,11 @@ const PEER_PORT_OFFSET: u16 = 1000;
 pub const NODES_MAX: u16 = 16;
 /// Lines of a node's log shown when it exits early.
 const LOG_TAIL_LINES: usize = 20;
+
+/// This machine's cores (what a local cluster's nodes share).
+pub fn machine_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 
 /// Where node output goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +75,8 @@ pub struct ClusterSpec {
     pub extra_args: Vec<String>,
     /// Node output.
     pub logs: Logs,
+    /// Cores the nodes share (this machine's).
+    pub cores: usize,
 }
 
 impl ClusterSpec {
@@ -135,15 +150,16 @@ impl ClusterSpec {
             self.cluster_id.to_string(),
         ];
         if let Some(shards) = self.shards {
-            // Nodes on one machine: node k's shards start on core (k-1)·S,
-            // so their pinned threads spread over the cores.
-            let first_core = usize::from(id - 1) * usize::from(shards);
-            args.extend([
-                "--shards".into(),
-                shards.to_string(),
-                "--first-core".into(),
-                first_core.to_string(),
-            ]);
+            args.extend(["--shards".into(), shards.to_string()]);
+        }
+        // A node's default is one shard per core.
+        let shards = self.shards.map_or(self.cores, usize::from);
+        if usize::from(self.nodes) * shards <= self.cores {
+            // A core per shard thread: node k's shards start on core (k-1)·S.
+            let first_core = usize::from(id - 1) * shards;
+            args.extend(["--first-core".into(), first_core.to_string()]);
+        } else {
+            args.push("--no-pin".into());
         }
         args.extend(self.extra_args.iter().cloned());
         args
@@ -356,12 +372,37 @@ mod tests {
             cluster_id: 9,
             extra_args: Vec::new(),
             logs: Logs::Files,
+            cores: 6,
         };
         assert_eq!(
             spec.serve_args(2).join(" "),
             "serve --id 2 --data-dir /d/node-2 \
              --peers 1=127.0.0.1:8001,2=127.0.0.1:8257,3=127.0.0.1:8513 \
              --client-addr 127.0.0.1:7002 --cluster-id 9 --shards 2 --first-core 2"
+        );
+        // More shard threads than cores: none pinned.
+        let shared = ClusterSpec {
+            cores: 2,
+            ..spec.clone()
+        };
+        assert!(shared.serve_args(2).ends_with(&[
+            "--shards".into(),
+            "2".into(),
+            "--no-pin".into()
+        ]));
+        let node_default = ClusterSpec {
+            shards: None,
+            ..spec.clone()
+        };
+        assert!(node_default.serve_args(1).ends_with(&["--no-pin".into()]));
+        let alone = ClusterSpec {
+            nodes: 1,
+            ..node_default
+        };
+        assert!(
+            alone
+                .serve_args(1)
+                .ends_with(&["--first-core".into(), "0".into()])
         );
         assert!(spec.check().is_ok());
         let crowded = ClusterSpec {
