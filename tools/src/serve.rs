@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
-use ringraft_engine::shard::{Faults, MemoryBudget, NodeConfig, ShardShared, SnapshotConfig};
-use ringraft_tools::service::kv::RESPONSE_BYTES_MAX;
+use ringraft_engine::shard::{
+    BudgetItem, Faults, MemoryBudget, NodeConfig, ShardShared, SnapshotConfig,
+};
+use ringraft_tools::service::kv::{KvConfig, RESPONSE_BYTES_MAX};
 use ringraft_tools::service::process;
 use ringraft_tools::service::resp::Limits;
 
@@ -155,6 +157,14 @@ pub fn memory_budget(config: &ServerConfig, node: &NodeConfig) -> MemoryBudget {
             Limits::default(),
         ),
     );
+    budget.push(
+        "state machines (KV, per shard)",
+        vec![BudgetItem {
+            name: "values kept aside for a snapshot build (build_preimage_bytes_max)",
+            count: u64::from(config.shards),
+            unit_bytes: config.kv.build_preimage_bytes_max as u64,
+        }],
+    );
     budget
 }
 
@@ -260,5 +270,6 @@ pub fn server_config(args: ServeArgs) -> Result<ServerConfig, server::ServeError
             snapshot_entries: args.snapshot_entries,
             ..SnapshotConfig::default()
         },
+        kv: KvConfig::default(),
     })
 }

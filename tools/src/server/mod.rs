@@ -75,6 +75,8 @@ pub struct ServerConfig {
     /// When each shard snapshots and purges its log (`--snapshot-log-percent`,
     /// `--snapshot-entries`).
     pub snapshot: ringraft_engine::shard::SnapshotConfig,
+    /// Bounds of each shard's KV (equal on every replica).
+    pub kv: KvConfig,
 }
 
 /// Why the server could not start.
@@ -246,9 +248,7 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
         let service = ClientService::new(context, service.clone())?;
         Ok(Box::new(service) as Box<dyn Frontend<Kv>>)
     });
-    let machines = (0..config.shards)
-        .map(|_| Kv::new(KvConfig::default()))
-        .collect();
+    let machines = (0..config.shards).map(|_| Kv::new(config.kv)).collect();
     let node = Node::start_with_frontends(node_config, machines, factory)?;
     log::info!(
         "node {} serving clients on {} with {} shards, durability {} (peers {:?})",
