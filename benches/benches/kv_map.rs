@@ -89,7 +89,7 @@ fn kv_map(c: &mut Criterion) {
     group.bench_function("btreemap_hash_ordered", |b| {
         b.iter(|| {
             for &i in &order {
-                black_box(hash_ordered.get(KeyRef::new(&keys[i]).q()));
+                black_box(hash_ordered.get(KeyRef::new(&keys[i]).as_lookup()));
             }
         })
     });

@@ -4,9 +4,9 @@
 //! Keys live in a hash table with an ordered index beside it (`map.rs`):
 //! lookups touch the table only, and a snapshot build walks the index, so
 //! it can resume at "the key after the last one written" in O(log n), and
-//! every replica produces the same snapshot bytes for the same state. A key holds a
-//! string or a stream, as in Redis (a command of the other kind answers
-//! `-WRONGTYPE`; SET replaces either).
+//! every replica produces the same snapshot bytes for the same state. A
+//! key holds a string or a stream, as in Redis (a command of the other
+//! kind answers `-WRONGTYPE`; SET replaces either).
 //!
 //! Bounds (a [`KvConfig`] field each, identical on every replica since they
 //! decide replies): keys (`keys_max`), stream entries in total
@@ -59,7 +59,7 @@ impl Default for KvConfig {
     }
 }
 
-/// The state: every key and what it holds, ordered.
+/// The state: every key and what it holds.
 pub(super) type Map = super::map::Map<Value>;
 
 /// What a key holds.

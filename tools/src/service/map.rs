@@ -7,7 +7,7 @@
 //! table growth does not reshuffle. An ordered tree alone (the map this
 //! replaced) gives that, but a lookup among 100 000 keys then walks about
 //! four tree nodes and compares with a dozen keys, each a cache miss, and
-//! that was the KV's whole cost under load (see `kv_map` in `benches/`).
+//! that was most of the KV's cost under load (see `kv_map` in `benches/`).
 //! So lookups and overwrites, the hot path, touch only the hash table; a
 //! key's creation and removal also update the index.
 //!
@@ -61,7 +61,7 @@ pub trait KeyOrder {
 impl MapKey {
     /// Copies `bytes` into a stored key.
     pub fn new(bytes: &[u8]) -> MapKey {
-        KeyRef::new(bytes).to_owned()
+        KeyRef::new(bytes).to_stored()
     }
 
     /// The key itself.
@@ -70,7 +70,7 @@ impl MapKey {
     }
 
     /// This key as a probe.
-    pub fn as_ref(&self) -> KeyRef<'_> {
+    pub fn probe(&self) -> KeyRef<'_> {
         KeyRef {
             hash: self.hash,
             bytes: &self.bytes,
@@ -99,22 +99,22 @@ impl<'a> KeyRef<'a> {
     }
 
     /// A stored copy.
-    pub fn to_owned(self) -> MapKey {
+    pub fn to_stored(self) -> MapKey {
         MapKey {
             hash: self.hash,
             bytes: self.bytes.into(),
         }
     }
 
-    /// The form index lookups take (`index.get(key.q())`).
-    pub fn q(&self) -> &(dyn KeyOrder + 'a) {
+    /// The form index lookups take (`index.get(key.as_lookup())`).
+    pub fn as_lookup(&self) -> &(dyn KeyOrder + 'a) {
         self
     }
 }
 
 impl Ord for KeyRef<'_> {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.q().cmp(other.q())
+        self.as_lookup().cmp(other.as_lookup())
     }
 }
 
@@ -216,7 +216,7 @@ impl<V> Map<V> {
         if let Some(slot) = self.values.get_mut(key.bytes()) {
             return Some(std::mem::replace(slot, value));
         }
-        let stored = key.to_owned();
+        let stored = key.to_stored();
         self.values.insert(Arc::clone(&stored.bytes), value);
         self.index.insert(stored);
         None
@@ -225,7 +225,7 @@ impl<V> Map<V> {
     /// Removes `key`; returns its value.
     pub fn remove(&mut self, key: KeyRef<'_>) -> Option<V> {
         let value = self.values.remove(key.bytes())?;
-        self.index.remove(key.q());
+        self.index.remove(key.as_lookup());
         Some(value)
     }
 
@@ -234,7 +234,7 @@ impl<V> Map<V> {
         let value = self.values.get(key.bytes())?;
         let stored = self
             .index
-            .get(key.q())
+            .get(key.as_lookup())
             .expect("indexed keys are the table's");
         Some((stored, value))
     }
@@ -246,7 +246,7 @@ impl<V> Map<V> {
             None => self.index.range::<dyn KeyOrder, _>(..),
             Some(after) => self
                 .index
-                .range::<dyn KeyOrder, _>((Excluded(after.q()), Unbounded)),
+                .range::<dyn KeyOrder, _>((Excluded(after.as_lookup()), Unbounded)),
         };
         Range {
             keys,
@@ -314,20 +314,20 @@ mod tests {
         let map: BTreeMap<MapKey, usize> = (0..100)
             .map(|i| (MapKey::new(format!("k{i}").as_bytes()), i))
             .collect();
-        assert_eq!(map.get(KeyRef::new(b"k42").q()), Some(&42));
-        assert_eq!(map.get(KeyRef::new(b"k100").q()), None);
+        assert_eq!(map.get(KeyRef::new(b"k42").as_lookup()), Some(&42));
+        assert_eq!(map.get(KeyRef::new(b"k100").as_lookup()), None);
         let middle = map.keys().nth(50).expect("100 keys").clone();
-        let from = middle.as_ref();
+        let from = middle.probe();
         let after: Vec<usize> = map
             .range::<dyn KeyOrder, _>((
-                std::ops::Bound::Excluded(from.q()),
+                std::ops::Bound::Excluded(from.as_lookup()),
                 std::ops::Bound::Unbounded,
             ))
             .map(|(_, v)| *v)
             .collect();
         let expected: Vec<usize> = map
             .iter()
-            .filter(|(k, _)| k.as_ref() > from)
+            .filter(|(k, _)| k.probe() > from)
             .map(|(_, v)| *v)
             .collect();
         assert_eq!(after, expected);
@@ -350,7 +350,7 @@ mod tests {
             bytes: b"z",
         };
         assert!(b < a && c < b);
-        assert_eq!(a.to_owned().cmp(&b.to_owned()), Ordering::Greater);
+        assert_eq!(a.to_stored().cmp(&b.to_stored()), Ordering::Greater);
     }
     #[test]
     fn map_keeps_table_and_index_alike() {

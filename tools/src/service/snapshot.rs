@@ -219,7 +219,7 @@ impl BuildCursor {
     /// Called before apply changes `key` in place or creates it (`current`:
     /// its value now): keeps what the build still needs of it.
     pub(super) fn preserve(&self, kept: &mut Preimages, key: KeyRef<'_>, current: Option<&Value>) {
-        if self.written(key) || kept.keys.contains_key(key.q()) {
+        if self.written(key) || kept.keys.contains_key(key.as_lookup()) {
             return;
         }
         let (preimage, value_bytes) = match current {
@@ -236,7 +236,7 @@ impl BuildCursor {
             ),
         };
         kept.bytes += key.bytes().len() + value_bytes + PREIMAGE_OVERHEAD_BYTES;
-        kept.keys.insert(key.to_owned(), preimage);
+        kept.keys.insert(key.to_stored(), preimage);
     }
 
     /// Called with a value apply removed from the map (deleted, or a
@@ -245,10 +245,10 @@ impl BuildCursor {
         if self.written(key) {
             return;
         }
-        match kept.keys.get_mut(key.q()) {
+        match kept.keys.get_mut(key.as_lookup()) {
             None => {
                 kept.bytes += key.bytes().len() + value_bytes(&old) + PREIMAGE_OVERHEAD_BYTES;
-                kept.keys.insert(key.to_owned(), Preimage::Value(old));
+                kept.keys.insert(key.to_stored(), Preimage::Value(old));
             }
             Some(preimage @ Preimage::StreamAt { .. }) => {
                 let Preimage::StreamAt { last, len } = *preimage else {
@@ -774,10 +774,10 @@ impl<'m> Walk<'m> {
             BuildItem::Key | BuildItem::Entry => {
                 let key = cursor.key();
                 let in_map = map.get_key_value(key);
-                let in_kept = kept.keys.get_key_value(key.q());
+                let in_kept = kept.keys.get_key_value(key.as_lookup());
                 let stored = in_map
-                    .map(|(key, _)| key.as_ref())
-                    .or(in_kept.map(|(key, _)| key.as_ref()))
+                    .map(|(key, _)| key.probe())
+                    .or(in_kept.map(|(key, _)| key.probe()))
                     .expect("the cursor's key is in the map or kept aside");
                 let view = View::of(in_map.map(|(_, v)| v), in_kept.map(|(_, p)| p))
                     .expect("the cursor's key is in the snapshot");
@@ -786,7 +786,7 @@ impl<'m> Walk<'m> {
                     map: map.range_after(Some(key)).peekable(),
                     kept: kept
                         .keys
-                        .range::<dyn KeyOrder, _>((Excluded(key.q()), Unbounded))
+                        .range::<dyn KeyOrder, _>((Excluded(key.as_lookup()), Unbounded))
                         .peekable(),
                 }
             }
@@ -824,7 +824,7 @@ impl<'m> Walk<'m> {
             };
             // A key created after the snapshot is skipped.
             if let Some(view) = View::of(value, kept) {
-                return Some((key.as_ref(), view));
+                return Some((key.probe(), view));
             }
         }
     }
