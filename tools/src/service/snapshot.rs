@@ -12,14 +12,14 @@
 //! ```
 //!
 //! The header comes first; keys follow in strictly increasing map order
-//! (XXH3-64 hash of the key, then its bytes: `key.rs`); a stream's entries
+//! (XXH3-64 hash of the key, then its bytes: `map.rs`); a stream's entries
 //! follow it in strictly increasing id order, never above its `last` id.
 //! Install checks all of it, and the counts, before the new state replaces
 //! the old one. Version 1 (written before keys were ordered by hash) is
 //! the same with keys in byte order; it still installs.
 //!
-//! A build walks the ordered map with a cursor (the current key, stream
-//! entry and byte within the item), so each chunk costs O(log n) to
+//! A build walks the map's ordered index with a cursor (the current key,
+//! stream entry and byte within the item), so each chunk costs O(log n) to
 //! resume and copies straight from the state. An install stages the new
 //! state beside the old one, through a buffer of at most one item.
 //!
@@ -152,7 +152,7 @@ pub(super) struct Install {
     stream_entries: usize,
     /// The header's format version.
     version: u8,
-    /// The last key added (a reused buffer), which the next must follow.
+    /// The last key added, which the next must follow.
     last_key: Option<Vec<u8>>,
 }
 
