@@ -155,12 +155,17 @@ impl ClusterSpec {
         if let Some(shards) = self.shards {
             args.extend(["--shards".into(), shards.to_string()]);
         }
-        // A node's default is one shard per core.
+        // A node's default is one shard per core. Placement given among the
+        // extra arguments (`bench --serve-arg=--no-pin`) is the user's.
         let shards = self.shards.map_or(self.cores, usize::from);
         let first_core = usize::from(id - 1) * shards;
-        if first_core + shards <= self.cores {
+        let placed = self
+            .extra_args
+            .iter()
+            .any(|arg| arg == "--no-pin" || arg.starts_with("--first-core"));
+        if !placed && first_core + shards <= self.cores {
             args.extend(["--first-core".into(), first_core.to_string()]);
-        } else {
+        } else if !placed {
             args.push("--no-pin".into());
         }
         args.extend(self.extra_args.iter().cloned());
@@ -423,6 +428,16 @@ mod tests {
             [tail(&node_default, 1), tail(&node_default, 2)],
             ["--first-core 0", "--no-pin"]
         );
+        // Placement among the extra arguments replaces ours.
+        for extra in ["--no-pin", "--first-core=1"] {
+            let placed = ClusterSpec {
+                extra_args: vec![extra.into()],
+                ..one_shard.clone()
+            };
+            for id in 1..=3 {
+                assert_eq!(tail(&placed, id), format!("--shards 1 {extra}"));
+            }
+        }
         assert!(spec.check().is_ok());
         let crowded = ClusterSpec {
             base_port: 65000,
