@@ -42,7 +42,7 @@
 //! (`StateMachine::applies_during_build`).
 
 use super::kv::{KvConfig, Map, Value};
-use super::map::{KeyOrder, KeyRef, MapKey, Range};
+use super::map::{KeyOrder, KeyRef, MapKey, Range, key_hash};
 use super::payload::Fields;
 use super::stream::{Stream, StreamId};
 use ringraft_engine::shard::{SnapshotChunk, SnapshotError};
@@ -132,7 +132,7 @@ pub(super) struct BuildCursor {
     item: BuildItem,
     /// Bytes of the current item already written.
     item_offset: usize,
-    /// The current key (a reused buffer) and its hash.
+    /// The current key (a reused buffer) and its hash (always the pair).
     key: Vec<u8>,
     key_hash: u64,
     entry: StreamId,
@@ -175,7 +175,7 @@ impl BuildCursor {
             item: BuildItem::Header,
             item_offset: 0,
             key,
-            key_hash: 0,
+            key_hash: key_hash(&[]),
             entry: StreamId::ZERO,
         }
     }
@@ -714,6 +714,7 @@ fn seek(
         cursor.item = BuildItem::Header;
         cursor.item_offset = 0;
         cursor.key.clear();
+        cursor.key_hash = key_hash(&[]);
     }
     let mut walk = Walk::new(map, kept, cursor);
     while cursor.next_offset < offset {
