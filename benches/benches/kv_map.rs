@@ -50,7 +50,7 @@ fn kv_map(c: &mut Criterion) {
         .collect();
     let mut kv_map: Map<Vec<u8>> = Map::default();
     for k in &keys {
-        kv_map.insert(KeyRef::new(k), value.clone());
+        kv_map.insert_new(KeyRef::new(k), value.clone());
     }
     let hashed: HashMap<Box<[u8]>, Vec<u8>> = keys
         .iter()

@@ -104,9 +104,9 @@ impl Kv {
 
     /// Before apply changes `key` in place or creates it: a build in
     /// progress keeps what it still needs of it.
-    fn preserve(&mut self, key: KeyRef<'_>) {
+    fn preserve(&mut self, key: &[u8]) {
         if let Some(build) = self.build.as_ref().filter(|b| b.in_progress()) {
-            build.preserve(&mut self.kept, key, self.map.get(key.bytes()));
+            build.preserve(&mut self.kept, KeyRef::new(key), self.map.get(key));
         }
     }
 
@@ -167,7 +167,7 @@ impl Kv {
         }
         if self.building() && !matches!(self.map.get(key), Some(Value::Stream(_))) {
             // A stream replaced by a string is kept whole below, as it leaves.
-            self.preserve(KeyRef::new(key));
+            self.preserve(key);
         }
         match self.map.get_mut(key) {
             Some(Value::String(old)) => {
@@ -184,7 +184,7 @@ impl Kv {
                     return reply.error(b"OOM command not allowed: keys_max reached");
                 }
                 self.map
-                    .insert(KeyRef::new(key), Value::String(value.to_vec()));
+                    .insert_new(KeyRef::new(key), Value::String(value.to_vec()));
             }
         }
         reply.simple(b"OK")
@@ -204,13 +204,13 @@ impl Kv {
             return reply.error(b"OOM command not allowed: stream_entries_max reached");
         }
         let empty = Stream::default();
-        let stream = match self.map.get(key) {
-            Some(Value::Stream(stream)) => stream,
+        let (stream, new) = match self.map.get(key) {
+            Some(Value::Stream(stream)) => (stream, false),
             Some(Value::String(_)) => return reply.error(WRONGTYPE),
             None if self.map.len() == self.config.keys_max => {
                 return reply.error(b"OOM command not allowed: keys_max reached");
             }
-            None => &empty,
+            None => (&empty, true),
         };
         let id = match stream.resolve(id) {
             Ok(id) => id,
@@ -223,13 +223,13 @@ impl Kv {
                 );
             }
         };
-        self.preserve(KeyRef::new(key));
-        if !self.map.contains_key(key) {
+        self.preserve(key);
+        if new {
             self.map
-                .insert(KeyRef::new(key), Value::Stream(Stream::default()));
+                .insert_new(KeyRef::new(key), Value::Stream(Stream::default()));
         }
         let Some(Value::Stream(stream)) = self.map.get_mut(key) else {
-            unreachable!("checked above");
+            unreachable!("a stream, or made one above");
         };
         stream.insert(id, fields.encoded());
         self.stream_entries += 1;

@@ -114,7 +114,7 @@ impl<'a> KeyRef<'a> {
 
 impl Ord for KeyRef<'_> {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.as_lookup().cmp(other.as_lookup())
+        (self.hash, self.bytes).cmp(&(other.hash, other.bytes))
     }
 }
 
@@ -206,20 +206,22 @@ impl<V> Map<V> {
         self.values.get_mut(key)
     }
 
-    /// Whether `key` is there.
-    pub fn contains_key(&self, key: &[u8]) -> bool {
-        self.values.contains_key(key)
-    }
-
     /// Sets `key` to `value`; returns the value it replaces, if any.
     pub fn insert(&mut self, key: KeyRef<'_>, value: V) -> Option<V> {
         if let Some(slot) = self.values.get_mut(key.bytes()) {
             return Some(std::mem::replace(slot, value));
         }
-        let stored = key.to_stored();
-        self.values.insert(Arc::clone(&stored.bytes), value);
-        self.index.insert(stored);
+        self.insert_new(key, value);
         None
+    }
+
+    /// Adds `key`, which the caller knows is not there (apply just looked
+    /// it up), without looking it up again.
+    pub fn insert_new(&mut self, key: KeyRef<'_>, value: V) {
+        let stored = key.to_stored();
+        let replaced = self.values.insert(Arc::clone(&stored.bytes), value);
+        debug_assert!(replaced.is_none(), "insert_new of a key already there");
+        self.index.insert(stored);
     }
 
     /// Removes `key`; returns its value.

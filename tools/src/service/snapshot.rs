@@ -506,7 +506,7 @@ impl Install {
         let last = self.last_key.get_or_insert_default();
         last.clear();
         last.extend_from_slice(key);
-        self.map.insert(KeyRef::new(key), value);
+        self.map.insert_new(KeyRef::new(key), value);
         Ok(())
     }
 
