@@ -8,7 +8,7 @@ use std::path::Path;
 
 use common::*;
 use ringraft_wal::record::{self, HEADER_BYTES, RecordKind};
-use ringraft_wal::{HardState, IoId, OpenOptions, Tuning, Wal, WalError};
+use ringraft_wal::{HardState, IoId, OpenOptions, ReadView, Tuning, Wal, WalError};
 
 const DATA_OFFSET: u64 = 8192;
 /// Recovery's torn-tail window.
@@ -696,9 +696,12 @@ fn payload(index: u64) -> Vec<u8> {
     vec![index as u8; 448]
 }
 
-/// Appends two rings' worth of 480-byte entries (`payload(1)`, ...) and
-/// makes them durable: the first ring's worth is then read from the file.
-fn append_two_rings(wal: &mut Wal) {
+/// An unpadded WAL (`create_unpadded`) in a fresh directory, holding two
+/// rings' worth of 480-byte entries (`payload(1)`, ...), all durable: the
+/// first ring's worth is then read from the file.
+fn unpadded_two_rings(name: &str) -> (tempfile::TempDir, Wal) {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let mut wal = create_unpadded(&dir.path().join(name));
     for index in 1..=2 * RING_BYTES / 480 {
         loop {
             match wal.append(1, &payload(index)) {
@@ -714,6 +717,20 @@ fn append_two_rings(wal: &mut Wal) {
         }
     }
     wal.sync().unwrap();
+    (dir, wal)
+}
+
+/// Checks that `view` holds entries `from`, `from + 1`, ... of
+/// `unpadded_two_rings`; returns the index after its last.
+fn check_view(view: &ReadView<'_>, from: u64) -> u64 {
+    let mut next = from;
+    for record in view.records() {
+        let record = record.unwrap();
+        assert_eq!(record.header.io_id(), IoId::new(1, next));
+        assert_eq!(record.payload, &payload(next)[..]);
+        next += 1;
+    }
+    next
 }
 
 /// A WAL that never pads the rest of a block after a record.
@@ -826,13 +843,10 @@ fn reset_to_keeps_working_across_laps_of_the_file() {
 /// inside a record.)
 #[test]
 fn a_file_read_cut_by_the_read_buffer_stops_before_the_record_it_cuts() {
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let path = dir.path().join("cut.wal");
     // No block padding, so records straddle blocks as a follower's runs do.
-    let mut wal = create_unpadded(&path);
     // 480-byte records (448 of payload): a 28 KiB window (read buffer less
     // one block) ends inside one for most starting entries.
-    append_two_rings(&mut wal);
+    let (_dir, mut wal) = unpadded_two_rings("cut.wal");
     let read_buffer_bytes = tuning().read_buffer_bytes;
     // Each read goes on after the last entry of the one before, as the
     // applier does: the record the previous window cut is not in the
@@ -848,13 +862,7 @@ fn a_file_read_cut_by_the_read_buffer_stops_before_the_record_it_cuts() {
         }
         assert!(view.entries() >= 1, "read from {from}: no entry");
         assert!(view.bytes().len() < read_buffer_bytes);
-        let mut next = from;
-        for record in view.records() {
-            let record = record.unwrap();
-            assert_eq!(record.header.io_id(), IoId::new(1, next));
-            assert_eq!(record.payload, &payload(next)[..]);
-            next += 1;
-        }
+        let next = check_view(&view, from);
         assert_eq!(view.last(), IoId::new(1, next - 1));
         if view.bytes().len() + 480 > read_buffer_bytes - 4096 {
             cut_reads += 1;
@@ -873,10 +881,7 @@ fn a_file_read_cut_by_the_read_buffer_stops_before_the_record_it_cuts() {
 /// holds the next record whole: one file read per window, not per call.
 #[test]
 fn small_reads_through_the_file_reuse_the_read_window() {
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let path = dir.path().join("window.wal");
-    let mut wal = create_unpadded(&path);
-    append_two_rings(&mut wal);
+    let (_dir, mut wal) = unpadded_two_rings("window.wal");
     let reads_before = wal.file_reads();
     let (mut from, mut file_bytes, mut views) = (1, 0, 0);
     loop {
@@ -884,12 +889,7 @@ fn small_reads_through_the_file_reuse_the_read_window() {
         if view.from_memory() {
             break;
         }
-        for record in view.records() {
-            let record = record.unwrap();
-            assert_eq!(record.header.io_id(), IoId::new(1, from));
-            assert_eq!(record.payload, &payload(from)[..]);
-            from += 1;
-        }
+        from = check_view(&view, from);
         file_bytes += view.bytes().len();
         views += 1;
     }
