@@ -239,6 +239,11 @@ fn num(text: &str, line_name: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {line_name}.{key} in {text}"))
 }
 
+/// Every node's current term, node 1 first.
+fn node_terms(cluster: &Cluster) -> Vec<u64> {
+    (1..=NODES).map(|id| role_term(cluster, id).1).collect()
+}
+
 /// Group 0 as node `id` sees it: (role, term).
 fn role_term(cluster: &Cluster, id: u64) -> (String, u64) {
     let text = info(cluster.client(id), "replication");
@@ -471,16 +476,17 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// leader down) and blur the throughput comparison.
 static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// A cluster under the clients' load, after its warm-up, with every
-/// node's term then. Bound field by field (in this order) by the tests, so
-/// the load stops before the cluster, and the cluster before its directory
-/// goes and the next test may start one.
-struct Loaded {
-    _serial: std::sync::MutexGuard<'static, ()>,
+/// A cluster under the clients' load, after its warm-up: (what it holds,
+/// the cluster, the load, every node's term then). Bound field by field by
+/// the tests, in this order, so the load stops before the cluster, and the
+/// cluster before its directory goes and the next test may start one.
+struct Loaded(Held, Cluster, Load, Vec<u64>);
+
+/// What a loaded cluster holds until it is stopped: its directory, then
+/// (dropped after it) the turn of this test among the cluster tests.
+struct Held {
     _dir: tempfile::TempDir,
-    cluster: Cluster,
-    load: Load,
-    terms: Vec<u64>,
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Loaded {
@@ -496,25 +502,17 @@ impl Loaded {
         wait_for_steady_leader(&cluster);
         let load = Load::start(cluster.client(LEADER));
         std::thread::sleep(warm_up);
-        let terms = (1..=NODES).map(|id| role_term(&cluster, id).1).collect();
-        Loaded {
-            _serial: serial,
+        let terms = node_terms(&cluster);
+        let held = Held {
             _dir: dir,
-            cluster,
-            load,
-            terms,
-        }
+            _serial: serial,
+        };
+        Loaded(held, cluster, load, terms)
     }
 }
 
 fn slow_follower(stall: Duration, rounds: usize, phase: Duration) {
-    let Loaded {
-        _serial,
-        _dir,
-        cluster,
-        load,
-        terms,
-    } = Loaded::start(WAL_MIB, Duration::from_secs(1));
+    let Loaded(_held, cluster, load, terms) = Loaded::start(WAL_MIB, Duration::from_secs(1));
 
     // Healthy and slow phases alternate, in ABBA order (healthy first in
     // even rounds, slow first in odd ones) so a load drifting on the shared
@@ -564,7 +562,7 @@ fn slow_follower(stall: Duration, rounds: usize, phase: Duration) {
     let (states, rss_max) = watcher.stop();
     let (rss_after, _) = memory(&cluster, LEADER);
     load.stop();
-    let terms_after: Vec<u64> = (1..=NODES).map(|id| role_term(&cluster, id).1).collect();
+    let terms_after = node_terms(&cluster);
     eprintln!(
         "stall of node {SLOW} for {stall:?}: {stalled:.0} SET/s, {lag} entries behind; \
          leader RSS {} MiB before, {} MiB max, {} MiB after, budget {} MiB; \
@@ -602,13 +600,7 @@ fn slow_follower(stall: Duration, rounds: usize, phase: Duration) {
 }
 
 fn overloaded_follower(overload: Duration) {
-    let Loaded {
-        _serial,
-        _dir,
-        cluster,
-        load,
-        terms,
-    } = Loaded::start(WAL_MIB, Duration::from_secs(1));
+    let Loaded(_held, cluster, load, terms) = Loaded::start(WAL_MIB, Duration::from_secs(1));
     let (rss_start, budget) = memory(&cluster, SLOW);
     // The budget INFO shows is the one `serve --print-budget` prints.
     assert_eq!(cluster.printed_budget(SLOW), budget);
@@ -623,7 +615,7 @@ fn overloaded_follower(overload: Duration) {
     let mut rate = Vec::new();
     while start.elapsed() < overload {
         rate.push(load.measure(Duration::from_millis(500)));
-        let now: Vec<u64> = (1..=NODES).map(|id| role_term(&cluster, id).1).collect();
+        let now = node_terms(&cluster);
         assert_eq!(
             now,
             terms,
@@ -645,7 +637,7 @@ fn overloaded_follower(overload: Duration) {
     debug_fault(&cluster, SLOW, "off");
     let caught_up_in = wait_caught_up(&cluster);
     load.stop();
-    let terms_after: Vec<u64> = (1..=NODES).map(|id| role_term(&cluster, id).1).collect();
+    let terms_after = node_terms(&cluster);
     eprintln!(
         "overload of node {SLOW} (flush delay {SLOW_FLUSH_US} us) for {overload:?}: \
          {:.0} SET/s median, up to {max_lag} entries behind, states {states:?}; \
@@ -681,13 +673,8 @@ fn overloaded_follower(overload: Duration) {
 /// warning about entries it could not read.
 #[test]
 fn a_follower_stalled_past_the_purge_point_gets_a_snapshot() {
-    let Loaded {
-        _serial,
-        _dir,
-        cluster,
-        load,
-        terms,
-    } = Loaded::start(SMALL_WAL_MIB, Duration::from_millis(500));
+    let Loaded(_held, cluster, load, terms) =
+        Loaded::start(SMALL_WAL_MIB, Duration::from_millis(500));
     let watcher = Watcher::start(&cluster, LEADER);
     debug_fault(
         &cluster,
@@ -734,7 +721,7 @@ fn a_follower_stalled_past_the_purge_point_gets_a_snapshot() {
         );
         std::thread::sleep(Duration::from_millis(20));
     };
-    let terms_after: Vec<u64> = (1..=NODES).map(|id| role_term(&cluster, id).1).collect();
+    let terms_after = node_terms(&cluster);
     let (leader_log, slow_log) = (cluster.log(LEADER), cluster.log(SLOW));
     eprintln!(
         "node {SLOW} stalled at match {stalled_match} while the leader snapshotted up to \
