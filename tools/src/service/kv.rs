@@ -96,17 +96,16 @@ impl Kv {
         }
     }
 
-    /// Whether a snapshot build is in progress (then apply keeps aside
-    /// what it still needs; otherwise no extra lookup is made).
-    fn building(&self) -> bool {
-        self.build.as_ref().is_some_and(BuildCursor::in_progress)
-    }
-
     /// Before apply changes `key` in place or creates it: a build in
-    /// progress keeps what it still needs of it.
-    fn preserve(&mut self, key: &[u8]) {
+    /// progress keeps what it still needs of it (with no build, nothing is
+    /// looked up). A stream that a SET replaces is left to `retire`
+    /// (`keep_streams` false), which keeps it whole as it leaves.
+    fn preserve(&mut self, key: &[u8], keep_streams: bool) {
         if let Some(build) = self.build.as_ref().filter(|b| b.in_progress()) {
-            build.preserve(&mut self.kept, KeyRef::new(key), self.map.get(key));
+            let current = self.map.get(key);
+            if keep_streams || !matches!(current, Some(Value::Stream(_))) {
+                build.preserve(&mut self.kept, KeyRef::new(key), current);
+            }
         }
     }
 
@@ -165,10 +164,7 @@ impl Kv {
         if key.len() + value.len() > self.config.item_bytes_max {
             return reply.error(b"ERR key and value larger than item_bytes_max");
         }
-        if self.building() && !matches!(self.map.get(key), Some(Value::Stream(_))) {
-            // A stream replaced by a string is kept whole below, as it leaves.
-            self.preserve(key);
-        }
+        self.preserve(key, false);
         match self.map.get_mut(key) {
             Some(Value::String(old)) => {
                 // Reuses the buffer: no allocation when the value fits.
@@ -223,7 +219,7 @@ impl Kv {
                 );
             }
         };
-        self.preserve(key);
+        self.preserve(key, true);
         if new {
             self.map
                 .insert_new(KeyRef::new(key), Value::Stream(Stream::default()));
