@@ -130,6 +130,30 @@ fn an_in_process_cluster_allocates_nothing_per_request_once_every_key_exists() {
     assert!(json["rss_bytes_max"].as_u64().unwrap() > 1 << 20, "{json}");
 }
 
+#[test]
+fn the_get_workload_reads_values_its_prefill_wrote() {
+    // Values larger than the generator's usual 4 KiB reply buffer: a GET
+    // reply carries the whole value back.
+    let (json, stdout, data_dir) = bench(&[
+        "--workload",
+        "get",
+        "--keys",
+        "300",
+        "--payload-bytes",
+        "5000",
+        "--duration",
+        "1s",
+        "--clients",
+        "8",
+    ]);
+    assert!(!data_dir.exists(), "{} left behind", data_dir.display());
+    assert_eq!(json["workload"], "get", "{json}");
+    assert_only_retryable_errors(&json);
+    // Every key was set before the timed run: no read comes back empty.
+    assert_eq!(json["nulls"], 0, "{json}");
+    assert!(stdout.contains("misses      0"), "{stdout}");
+}
+
 /// A running launcher and its stdout lines (read on a thread so the test
 /// can time out).
 fn launch(base_port: u16, dir: &std::path::Path) -> (std::process::Child, mpsc::Receiver<String>) {

@@ -10,7 +10,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -118,6 +118,7 @@ fn bench(args: &ClusterBenchArgs) -> Result<ExitCode, BenchError> {
         workload: args.workload,
         payload_bytes: args.payload_bytes,
         keys: args.keys,
+        each_key_once: false,
     };
     match &args.target {
         Some(target) => {
@@ -197,6 +198,39 @@ fn bench(args: &ClusterBenchArgs) -> Result<ExitCode, BenchError> {
     }
 }
 
+/// How long the GET workload's prefill may take.
+const PREFILL_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Before a GET run: sets every key once (the run's payload), so the
+/// reads find values. Not measured; errors are reported and fail the bench,
+/// as a read of a key the prefill missed would measure a miss.
+fn prefill(config: &LoadConfig, table: SlotTable) -> Result<(), BenchError> {
+    let started = Instant::now();
+    eprintln!("prefill     SET of each of the {} keys ...", config.keys);
+    let prefill = LoadConfig {
+        rate_per_sec: None,
+        duration: PREFILL_TIMEOUT,
+        workload: Workload::Set,
+        each_key_once: true,
+        ..config.clone()
+    };
+    let outcome = loadgen::run(&prefill, table, &mut |_, _| {})?;
+    if outcome.ops != config.keys {
+        return Err(BenchError::Cluster(format!(
+            "prefill set {} of {} keys ({} errors: {:?})",
+            outcome.ops,
+            config.keys,
+            outcome.error_count(),
+            outcome.errors
+        )));
+    }
+    eprintln!(
+        "prefill     done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 /// The cluster being measured.
 enum Nodes<'a> {
     /// `--target`: somewhere else.
@@ -238,6 +272,9 @@ fn measure(
             (cluster.client_addrs(), Watched::ThisProcess)
         }
     };
+    if config.workload == Workload::Get {
+        prefill(config, table.clone())?;
+    }
     let mut sampler = Sampler::new(watched, config.duration);
     let terms_before = group_terms(&info_nodes);
     let bar = progress_bar(config.duration);
@@ -274,6 +311,7 @@ fn measure(
         workload: match config.workload {
             Workload::Set => "set",
             Workload::Xadd => "xadd",
+            Workload::Get => "get",
         },
         durability: local.then(|| args.durability.name()),
         clients: config.clients,

@@ -41,7 +41,8 @@ use ringraft_tools::service::slots::key_slot;
 use super::BenchError;
 use super::topology::{NODES_MAX, REFRESH_INTERVAL, SlotTable, resolve};
 
-/// Bytes of one reply on the hot path (SET and XADD replies are tiny).
+/// Bytes of one reply on the hot path (SET and XADD replies are tiny; a
+/// GET reply is the value plus this much at most).
 const REPLY_BYTES_MAX: usize = 4096;
 /// Epoll events taken per wake-up.
 const EVENTS_MAX: usize = 256;
@@ -72,6 +73,8 @@ pub enum Workload {
     Set,
     /// `XADD key:<n> * f <payload>`
     Xadd,
+    /// `GET key:<n>`, after a prefill that sets every key once (`bench`)
+    Get,
 }
 
 /// What to run.
@@ -90,6 +93,10 @@ pub struct LoadConfig {
     /// Keys are `key:0` .. `key:<keys-1>`, drawn uniformly (so spread over
     /// every slot).
     pub keys: u64,
+    /// Instead: send the workload's command once for each key, in key
+    /// order, closed loop, and stop (`duration` is then a time limit). The
+    /// GET workload's prefill runs SET this way.
+    pub each_key_once: bool,
 }
 
 /// What a run observed.
@@ -107,6 +114,8 @@ pub struct Outcome {
     pub errors: Vec<(String, u64)>,
     /// `-MOVED` replies followed.
     pub redirects: u64,
+    /// Null replies (a GET of a key that is not there).
+    pub nulls: u64,
     /// Open loop: requests that were due but never sent (every client was
     /// busy until the end).
     pub unsent: u64,
@@ -238,6 +247,7 @@ struct Tally {
     latency_us: Histogram<u64>,
     errors: Vec<(String, u64)>,
     redirects: u64,
+    nulls: u64,
     timeline: Vec<u64>,
     timeline_bucket: Duration,
 }
@@ -281,6 +291,10 @@ struct Generator<'a> {
     backoff: VecDeque<(Instant, usize)>,
     payload: Vec<u8>,
     rng: Rng,
+    /// Requests started so far (the next key, when each_key_once).
+    next_key: u64,
+    /// Input buffer of a connection: the longest reply expected.
+    reply_bytes_max: usize,
     tally: Tally,
     start: Instant,
     end: Instant,
@@ -334,12 +348,15 @@ pub fn run(
             .map(|i| b'a' + (i % 26) as u8)
             .collect(),
         rng: Rng(0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id())),
+        next_key: 0,
+        reply_bytes_max: REPLY_BYTES_MAX.max(config.payload_bytes + 64),
         tally: Tally {
             ops: 0,
             latency_us: Histogram::new_with_bounds(1, LATENCY_US_MAX, 3)
                 .expect("valid histogram bounds"),
             errors: Vec::with_capacity(ERROR_KINDS_MAX),
             redirects: 0,
+            nulls: 0,
             timeline: vec![0; buckets],
             timeline_bucket: bucket,
         },
@@ -366,12 +383,14 @@ impl Generator<'_> {
                 self.clients[client].state = State::Idle;
                 self.idle.push(client);
             }
-            let sending = now < self.end;
+            let sending = now < self.end && self.next_key < self.keys_to_send();
             let mut next_due = None;
             if sending {
                 match self.config.rate_per_sec {
                     None => {
-                        while let Some(client) = self.idle.pop() {
+                        while self.next_key < self.keys_to_send()
+                            && let Some(client) = self.idle.pop()
+                        {
                             self.start_request(client, now)?;
                         }
                     }
@@ -433,15 +452,30 @@ impl Generator<'_> {
             latency_us: self.tally.latency_us,
             errors: self.tally.errors,
             redirects: self.tally.redirects,
+            nulls: self.tally.nulls,
             unsent,
             timeline: self.tally.timeline,
             timeline_bucket: self.tally.timeline_bucket,
         })
     }
 
+    /// How many requests the run sends at most (each_key_once: one per key).
+    fn keys_to_send(&self) -> u64 {
+        if self.config.each_key_once {
+            self.config.keys
+        } else {
+            u64::MAX
+        }
+    }
+
     /// Encodes a fresh request for `client`, latency counted from `origin`.
     fn start_request(&mut self, client: usize, origin: Instant) -> Result<(), BenchError> {
-        let n = self.rng.next() % self.config.keys;
+        let n = if self.config.each_key_once {
+            self.next_key
+        } else {
+            self.rng.next() % self.config.keys
+        };
+        self.next_key += 1;
         let mut key_text = [0u8; 24];
         let key = {
             let mut cursor = std::io::Cursor::new(&mut key_text[..]);
@@ -457,6 +491,7 @@ impl Generator<'_> {
             Workload::Xadd => c
                 .request
                 .command(&[b"XADD", key, b"*", b"f", &self.payload]),
+            Workload::Get => c.request.command(&[b"GET", key]),
         };
         encoded.expect("request buffer sized for the payload");
         c.node = self.table.owner(slot);
@@ -503,7 +538,7 @@ impl Generator<'_> {
         }
         Ok(Conn {
             stream,
-            input: vec![0; REPLY_BYTES_MAX].into_boxed_slice(),
+            input: vec![0; self.reply_bytes_max].into_boxed_slice(),
             input_len: 0,
         })
     }
@@ -640,6 +675,9 @@ impl Generator<'_> {
         };
         match verdict {
             Verdict::Success => {
+                if reply.starts_with(b"$-1\r\n") {
+                    self.tally.nulls += 1;
+                }
                 let c = &mut self.clients[client];
                 let latency_us = now.saturating_duration_since(c.origin).as_micros() as u64;
                 self.tally
@@ -715,6 +753,7 @@ mod tests {
             latency_us: Histogram::new(3).unwrap(),
             errors: Vec::new(),
             redirects: 0,
+            nulls: 0,
             timeline: Vec::new(),
             timeline_bucket: TIMELINE_BUCKET_MIN,
         };

@@ -86,6 +86,12 @@ impl Summary<'_> {
             text += &format!(" ({})", kinds.join(", "));
         }
         text += &format!("\nredirects   {} (-MOVED followed)\n", o.redirects);
+        if self.workload == "get" {
+            text += &format!(
+                "misses      {} (null replies: the key was not there)\n",
+                o.nulls
+            );
+        }
         match self.elections {
             Some(n) => text += &format!("elections   {n} (Raft term increases, all groups)\n"),
             None => {
@@ -137,6 +143,7 @@ impl Summary<'_> {
             "ops": o.ops,
             "duration_s": o.elapsed.as_secs_f64(),
             "redirects": o.redirects,
+            "nulls": o.nulls,
             "unsent": o.unsent,
             "clients": self.clients,
             "rate_per_sec": self.rate_per_sec,
