@@ -383,12 +383,12 @@ impl Generator<'_> {
                 self.clients[client].state = State::Idle;
                 self.idle.push(client);
             }
-            let sending = now < self.end && self.next_key < self.keys_to_send();
+            let sending = now < self.end && self.next_key < self.requests_max();
             let mut next_due = None;
             if sending {
                 match self.config.rate_per_sec {
                     None => {
-                        while self.next_key < self.keys_to_send()
+                        while self.next_key < self.requests_max()
                             && let Some(client) = self.idle.pop()
                         {
                             self.start_request(client, now)?;
@@ -460,7 +460,7 @@ impl Generator<'_> {
     }
 
     /// How many requests the run sends at most (each_key_once: one per key).
-    fn keys_to_send(&self) -> u64 {
+    fn requests_max(&self) -> u64 {
         if self.config.each_key_once {
             self.config.keys
         } else {
