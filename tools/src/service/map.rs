@@ -43,8 +43,9 @@ pub struct MapKey {
 }
 
 /// A key to look up (borrows its bytes; the hash is computed once).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct KeyRef<'a> {
+    // Field order is the order, as in `MapKey`.
     hash: u64,
     bytes: &'a [u8],
 }
@@ -109,18 +110,6 @@ impl<'a> KeyRef<'a> {
     /// The form index lookups take (`index.get(key.as_lookup())`).
     pub fn as_lookup(&self) -> &(dyn KeyOrder + 'a) {
         self
-    }
-}
-
-impl Ord for KeyRef<'_> {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.hash, self.bytes).cmp(&(other.hash, other.bytes))
-    }
-}
-
-impl PartialOrd for KeyRef<'_> {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
     }
 }
 
