@@ -152,8 +152,8 @@ pub(super) struct Install {
     stream_entries: usize,
     /// The header's format version.
     version: u8,
-    /// The last key added, which the next must follow.
-    last_key: Option<Vec<u8>>,
+    /// The last key added (its hash, its bytes), which the next must follow.
+    last_key: Option<(u64, Vec<u8>)>,
 }
 
 impl BuildCursor {
@@ -457,7 +457,7 @@ impl Install {
                 if self.map.len() == keys_max {
                     return Err(ItemError::OverBound);
                 }
-                if !self.follows_last_key(key) {
+                if !self.follows_last_key(KeyRef::new(key)) {
                     return Err(ItemError::Malformed);
                 }
                 let stream = Stream {
@@ -500,26 +500,28 @@ impl Install {
         if self.map.len() == keys_max {
             return Err(ItemError::OverBound);
         }
-        if !self.follows_last_key(key) {
+        let probe = KeyRef::new(key);
+        if !self.follows_last_key(probe) {
             return Err(ItemError::Malformed);
         }
-        let last = self.last_key.get_or_insert_default();
+        let (hash, last) = self.last_key.get_or_insert_default();
+        *hash = probe.hash();
         last.clear();
         last.extend_from_slice(key);
-        self.map.insert_new(KeyRef::new(key), value);
+        self.map.insert_new(probe, value);
         Ok(())
     }
 
     /// Whether `key` comes after the last key added, in the header
     /// version's order (so no key repeats).
-    fn follows_last_key(&self, key: &[u8]) -> bool {
-        let Some(last) = &self.last_key else {
+    fn follows_last_key(&self, key: KeyRef<'_>) -> bool {
+        let Some((hash, last)) = &self.last_key else {
             return true;
         };
         if self.version == VERSION_BYTE_ORDER {
-            key > &last[..]
+            key.bytes() > &last[..]
         } else {
-            KeyRef::new(key) > KeyRef::new(last)
+            key > KeyRef::from_parts(*hash, last)
         }
     }
 
